@@ -1,0 +1,263 @@
+"""Experiment configuration: YAML -> typed dataclasses, with ``--set a.b=value`` overrides.
+
+Every error names the dotted key path and what was expected::
+
+    data.partition.alpha: must be > 0, got 0.0
+    data.partiton: unknown key (did you mean 'partition'?); expected one of: source, ...
+
+Engine-specific sections live beside their engine (:mod:`fedlt.federated.config`,
+:mod:`fedlt.continual.config`); component options (``strategy.options``,
+``model.options``) are checked against the component's own options dataclass when the
+config is resolved, so typos fail before any work starts.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from fedlt.configtools import from_dict, require, to_dict
+from fedlt.continual.config import StreamConfig
+from fedlt.errors import ConfigError
+from fedlt.federated.config import FederatedConfig
+
+SIMULATIONS_DIR = Path(__file__).resolve().parent.parent / "simulations"
+DEFAULT_CONFIG = SIMULATIONS_DIR / "default.yaml"
+
+
+@dataclass
+class LongTailConfig:
+    """Global long-tail profile applied to the training set (FedLoGe spec §1).
+
+    ``exponential``: class c keeps ``int(n_max * IF^(-c/(C-1)))`` images (Cao et al. 2019).
+    ``step``: the first ``(1 - step_minority_fraction)`` of classes keep ``n_max``, the rest
+    ``int(n_max / IF)``. ``none``: keep everything.
+    """
+
+    profile: Literal["none", "exponential", "step"] = "none"
+    imbalance_factor: float = 1.0
+    step_minority_fraction: float = 0.5
+
+    def validate(self, prefix: str) -> None:
+        require(
+            self.imbalance_factor >= 1.0,
+            f"{prefix}.imbalance_factor",
+            f"must be >= 1 (n_max / n_min), got {self.imbalance_factor}",
+        )
+        require(
+            0.0 < self.step_minority_fraction < 1.0,
+            f"{prefix}.step_minority_fraction",
+            f"must lie in (0, 1), got {self.step_minority_fraction}",
+        )
+
+
+@dataclass
+class PartitionConfig:
+    """How training samples are split over clients.
+
+    ``name``: a registered partitioner (iid, dirichlet, shard, file) or
+    ``package.module:callable``. ``alpha`` is the Dirichlet concentration, ``min_size``
+    (>0) switches on the minimum-client-size Dirichlet variant, ``classes_per_client`` is
+    for ``shard``, ``path`` for ``file``; ``options`` are passed to custom partitioners.
+    """
+
+    name: str = "dirichlet"
+    num_clients: int = 10
+    alpha: float = 0.5
+    min_size: int = 0
+    classes_per_client: int = 2
+    path: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, prefix: str) -> None:
+        require(self.num_clients >= 1, f"{prefix}.num_clients", f"must be >= 1, got {self.num_clients}")
+        require(self.alpha > 0, f"{prefix}.alpha", f"must be > 0, got {self.alpha}")
+        require(self.min_size >= 0, f"{prefix}.min_size", f"must be >= 0, got {self.min_size}")
+        require(
+            self.classes_per_client >= 1,
+            f"{prefix}.classes_per_client",
+            f"must be >= 1, got {self.classes_per_client}",
+        )
+
+
+@dataclass
+class DataConfig:
+    """Dataset source, global long tail and client partition.
+
+    ``source``: digits (scikit-learn's bundled set, the offline default), synthetic,
+    cifar10, cifar100, imagefolder, or ``package.module:callable``. ``root``: where the
+    files are (cifar/imagefolder). ``options``: source-specific (e.g. synthetic's
+    ``num_classes``, ``image_size``). ``cache_dir``: decoded-image cache (default
+    ``~/.cache/fedlt``). ``download``: fetch cifar when missing and online.
+    """
+
+    source: str = "digits"
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None
+    download: bool = False
+    longtail: LongTailConfig = field(default_factory=LongTailConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+
+
+@dataclass
+class ModelConfig:
+    """Network: a registered model name (``cnn_small``, ``resnet8``, ``resnet18``, ``vit_tiny``,
+    ...) and its options."""
+
+    name: str = "cnn_small"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StrategyConfig:
+    """Learning method (federated or continual, by engine) and its hyperparameters."""
+
+    name: str = "fedavg"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ResourcesConfig:
+    """Where and how work runs.
+
+    ``device``: auto (cuda when present), cpu or cuda. ``num_cpus`` / ``num_gpus``: Ray
+    resources per simulated client (or per sweep task); ``num_gpus`` may be fractional.
+    ``ray_address``: join an existing Ray cluster (``auto`` or ``host:port``); ``None``
+    starts a local one (``RAY_ADDRESS`` in the environment also works).
+    ``num_threads``: torch intra-op threads per worker (0 keeps torch's default).
+    """
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    ray_address: str | None = None
+    num_threads: int = 1
+
+    def validate(self, prefix: str) -> None:
+        require(self.num_cpus > 0, f"{prefix}.num_cpus", f"must be > 0, got {self.num_cpus}")
+        require(self.num_gpus >= 0, f"{prefix}.num_gpus", f"must be >= 0, got {self.num_gpus}")
+        require(self.num_threads >= 0, f"{prefix}.num_threads", "must be >= 0")
+
+
+@dataclass
+class LoggingConfig:
+    """Progress display and optional TensorBoard event files."""
+
+    progress: bool = True
+    verbose: bool = False
+    tensorboard: bool = False
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment: one YAML file in ``simulations/``."""
+
+    name: str = "default"
+    seed: int = 0
+    engine: Literal["federated", "continual"] = "federated"
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value`` (value read as YAML: ``3``, ``0.5``, ``true``, ``[1, 2]``)."""
+    if "=" not in text:
+        raise ConfigError("--set", f"expected KEY=VALUE (e.g. data.partition.alpha=0.1), got {text!r}")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError("--set", f"bad key in {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(key, f"cannot parse value {raw!r} ({exc})") from exc
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``a.b=value`` override set (creating mappings)."""
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(path[: i + 1]), f"is {child!r}, not a mapping")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{path}: not valid YAML ({exc})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("", f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def resolve(raw: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from a mapping plus overrides.
+
+    Validation includes the options of the chosen strategy and model and the existence of the
+    named data source / partitioner, so a typo fails here, before anything runs.
+    """
+    merged = apply_overrides(raw, overrides or [])
+    cfg = from_dict(ExperimentConfig, merged)
+    _validate_components(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML experiment file (default: the embedded ``simulations/default.yaml``)."""
+    return resolve(read_yaml(path or DEFAULT_CONFIG), overrides)
+
+
+def _validate_components(cfg: ExperimentConfig) -> None:
+    """Check component names and options against their registries (lazy imports)."""
+    from fedlt.data.sources import SOURCES
+    from fedlt.data.partition import PARTITIONERS
+
+    SOURCES.get(cfg.data.source, "data.source")
+    PARTITIONERS.get(cfg.data.partition.name, "data.partition.name")
+    from fedlt.models import MODELS
+
+    MODELS.get(cfg.model.name, "model.name")
+    if cfg.engine == "federated":
+        from strategies.federated import FEDERATED_STRATEGIES, parse_options
+
+        strategy_cls = FEDERATED_STRATEGIES.get(cfg.strategy.name, "strategy.name")
+        parse_options(strategy_cls, cfg.strategy.options, "strategy.options")
+    else:
+        from strategies.continual import CONTINUAL_LEARNERS, parse_options
+
+        learner_cls = CONTINUAL_LEARNERS.get(cfg.strategy.name, "strategy.name")
+        parse_options(learner_cls, cfg.strategy.options, "strategy.options")

@@ -1,0 +1,1 @@
+"""Learning rules as plain PyTorch: no Flower or Ray imports anywhere in this package."""
