@@ -74,7 +74,9 @@ class PartitionConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, prefix: str) -> None:
-        require(self.num_clients >= 1, f"{prefix}.num_clients", f"must be >= 1, got {self.num_clients}")
+        require(
+            self.num_clients >= 1, f"{prefix}.num_clients", f"must be >= 1, got {self.num_clients}"
+        )
         require(self.alpha > 0, f"{prefix}.alpha", f"must be > 0, got {self.alpha}")
         require(self.min_size >= 0, f"{prefix}.min_size", f"must be >= 0, got {self.min_size}")
         require(
@@ -129,13 +131,16 @@ class ResourcesConfig:
     resources per simulated client (or per sweep task); ``num_gpus`` may be fractional.
     ``ray_address``: join an existing Ray cluster (``auto`` or ``host:port``); ``None``
     starts a local one (``RAY_ADDRESS`` in the environment also works).
-    ``num_threads``: torch intra-op threads per worker (0 keeps torch's default).
+    ``ray_num_cpus``: CPUs a local Ray may use (None: all); with ``num_cpus: 1`` per client
+    this is the number of parallel client workers. ``num_threads``: torch intra-op threads
+    per worker (0 keeps torch's default).
     """
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     ray_address: str | None = None
+    ray_num_cpus: int | None = None
     num_threads: int = 1
 
     def validate(self, prefix: str) -> None:
@@ -179,7 +184,9 @@ class ExperimentConfig:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b.c=value`` (value read as YAML: ``3``, ``0.5``, ``true``, ``[1, 2]``)."""
     if "=" not in text:
-        raise ConfigError("--set", f"expected KEY=VALUE (e.g. data.partition.alpha=0.1), got {text!r}")
+        raise ConfigError(
+            "--set", f"expected KEY=VALUE (e.g. data.partition.alpha=0.1), got {text!r}"
+        )
     key, _, raw = text.partition("=")
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
@@ -220,7 +227,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError("", f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            "", f"{path}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     return data
 
 
@@ -236,15 +245,17 @@ def resolve(raw: dict[str, Any], overrides: list[str] | None = None) -> Experime
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
     """Load a YAML experiment file (default: the embedded ``simulations/default.yaml``)."""
     return resolve(read_yaml(path or DEFAULT_CONFIG), overrides)
 
 
 def _validate_components(cfg: ExperimentConfig) -> None:
     """Check component names and options against their registries (lazy imports)."""
-    from fedlt.data.sources import SOURCES
     from fedlt.data.partition import PARTITIONERS
+    from fedlt.data.sources import SOURCES
 
     SOURCES.get(cfg.data.source, "data.source")
     PARTITIONERS.get(cfg.data.partition.name, "data.partition.name")

@@ -17,8 +17,9 @@ def _register():
 def cnn_small(
     num_classes: int, image_shape: tuple[int, int, int], width: int = 32, feature_dim: int = 64
 ) -> FeatureModel:
-    """Two 3×3 conv blocks (BatchNorm, ReLU), global average pooling, a linear layer to
-    ``feature_dim`` features. ~20k parameters at the defaults: trains in seconds on digits."""
+    """Two 3×3 conv blocks (BatchNorm, ReLU), average pooling to 4×4 (keeps the layout of
+    the strokes, which global pooling would lose), a linear layer to ``feature_dim``
+    features. ~85k parameters at the defaults: trains in seconds on digits."""
     in_channels = image_shape[0]
     backbone = nn.Sequential(
         nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
@@ -27,9 +28,9 @@ def cnn_small(
         nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
         nn.BatchNorm2d(2 * width),
         nn.ReLU(inplace=True),
-        nn.AdaptiveAvgPool2d(1),
+        nn.AdaptiveAvgPool2d(4),
         nn.Flatten(),
-        nn.Linear(2 * width, feature_dim),
+        nn.Linear(2 * width * 16, feature_dim),
         nn.ReLU(inplace=True),
     )
     return FeatureModel(backbone, feature_dim, num_classes)

@@ -1,0 +1,193 @@
+"""``fedlt`` command line: run | partition | stream | sweep | report | config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fedlt.errors import FedltError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _add_config_args(p: argparse.ArgumentParser, config_required: bool = False) -> None:
+    p.add_argument(
+        "config",
+        nargs=None if config_required else "?",
+        help="experiment YAML (default: the embedded simulations/default.yaml)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set data.partition.alpha=0.1 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedlt",
+        description="Federated long-tailed learning and online continual learning simulator.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an experiment (default: the embedded FedLoGe demo)")
+    _add_config_args(run)
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    run.add_argument(
+        "--backend",
+        choices=["flower", "inprocess"],
+        default="flower",
+        help="flower: Flower ServerApp + ClientApps on Ray (default); inprocess: plain loop",
+    )
+    run.add_argument("--ray-address", help="join an existing Ray cluster (or set RAY_ADDRESS)")
+    run.add_argument("--run-dir", help="explicit run directory (must not exist)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("-v", "--verbose", action="store_true", help="show Flower/Ray logs")
+
+    part = sub.add_parser("partition", help="build and inspect a client partition")
+    _add_config_args(part)
+    part.add_argument("--out", help="output folder (default partitions/<name>-seed<seed>)")
+
+    stream = sub.add_parser("stream", help="build and inspect a Si-Blurry stream")
+    _add_config_args(stream)
+    stream.add_argument("--out", help="output folder (default streams/<name>-seed<seed>)")
+
+    sweep = sub.add_parser("sweep", help="run configs x seeds as Ray tasks")
+    sweep.add_argument("sweep", help="sweep YAML")
+    sweep.add_argument("--ray-address", help="join an existing Ray cluster (or set RAY_ADDRESS)")
+    sweep.add_argument("--out", help="sweep output folder")
+    sweep.add_argument("--max-parallel", type=int, help="at most this many runs at once")
+    sweep.add_argument("--no-progress", action="store_true")
+
+    report = sub.add_parser("report", help="tables and figures from run directories")
+    report.add_argument("paths", nargs="+", help="run or sweep directories")
+    report.add_argument("--out", help="report folder (default: <first path>/report)")
+
+    show = sub.add_parser("config", help="print the resolved config")
+    _add_config_args(show)
+    return parser
+
+
+def print_summary(summary: dict, run_dir: Path) -> None:
+    """A table of the final metrics, headline modes first."""
+    final = summary.get("final", {})
+    table = Table(
+        title=f"{summary.get('name')} · {summary.get('strategy')} · seed {summary.get('seed')}"
+    )
+    if summary.get("engine") == "continual":
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key in ("A_auc", "A_avg", "A_last", "F_last"):
+            if key in final:
+                table.add_row(key, f"{100 * final[key]:.2f}%")
+    else:
+        table.add_column("evaluation")
+        table.add_column("mode")
+        table.add_column("top-1", justify="right")
+        table.add_column("many / medium / few (count)", justify="right")
+        table.add_column("many / medium / few (mass)", justify="right")
+        headline = summary.get("headline", {})
+        modes: dict[str, list[str]] = {"generic": [], "personal": []}
+        for key in final:
+            kind, mode = key.split(".")[:2]
+            if mode not in modes.setdefault(kind, []):
+                modes[kind].append(mode)
+        for kind, top_key in (("generic", "top1"), ("personal", "top1_mean")):
+            ordered = sorted(modes.get(kind, []), key=lambda m: m != headline.get(kind))
+            for mode in ordered:
+
+                def fmt(definition: str, kind: str = kind, mode: str = mode) -> str:
+                    vals = [
+                        final.get(f"{kind}.{mode}.{g}.{definition}")
+                        for g in ("many", "medium", "few")
+                    ]
+                    return " / ".join(
+                        "—" if v is None or v != v else f"{100 * v:.1f}" for v in vals
+                    )
+
+                label = f"{mode} *" if mode == headline.get(kind) else mode
+                value = final.get(f"{kind}.{mode}.{top_key}")
+                table.add_row(
+                    kind,
+                    label,
+                    f"{100 * value:.2f}%" if value is not None else "—",
+                    fmt("count"),
+                    fmt("mass"),
+                )
+    console.print(table)
+    console.print(f"run directory: [bold]{run_dir}[/bold]  (* = headline mode)")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from fedlt.config import load_config
+    from fedlt.runner import run_experiment
+
+    if args.resume and (args.config or args.overrides):
+        raise FedltError("--resume continues a run with its saved config; drop CONFIG/--set")
+    cfg = None if args.resume else load_config(args.config, args.overrides)
+    if cfg is not None and args.verbose:
+        cfg.logging.verbose = True
+    verbose = args.verbose or bool(cfg and cfg.logging.verbose)
+    progress = not args.no_progress and (cfg is None or cfg.logging.progress)
+    path = run_experiment(
+        cfg,
+        run_dir=args.run_dir,
+        resume=args.resume,
+        backend=args.backend,
+        progress=progress,
+        ray_address=args.ray_address,
+        verbose=verbose,
+    )
+    summary = json.loads((path / "summary.json").read_text())
+    print_summary(summary, path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "partition":
+            from fedlt.data.inspect import partition_command
+
+            return partition_command(args.config, args.overrides, args.out)
+        if args.command == "stream":
+            from fedlt.continual.inspect import stream_command
+
+            return stream_command(args.config, args.overrides, args.out)
+        if args.command == "sweep":
+            from fedlt.sweep import sweep_command
+
+            return sweep_command(
+                args.sweep, args.ray_address, args.out, args.max_parallel, not args.no_progress
+            )
+        if args.command == "report":
+            from fedlt.report import report_command
+
+            return report_command(args.paths, args.out)
+        if args.command == "config":
+            from fedlt.config import load_config
+
+            console.print(load_config(args.config, args.overrides).to_yaml(), end="")
+            return 0
+    except FedltError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted; a run can continue with `fedlt run --resume RUN_DIR`")
+        return 130
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Per-process federated runtime: data, model and strategy built once, reused by every call.
+
+Both the Flower ClientApp and the in-process engine call :func:`client_train`; the server
+calls :meth:`FederatedRuntime.evaluate`. Nothing here imports Flower or Ray, so the same code
+runs on a GPU machine without them (and the in-process and Flower paths give identical
+numbers: same function, same inputs, same generators).
+
+Caching: a process keeps the runtime of the most recent config (keyed by a hash of the
+resolved config text), so a Ray worker that serves many clients decodes the data and builds
+the model once (design.md, "Speed where simulators lose it").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor
+
+from fedlt.config import ExperimentConfig, resolve
+from fedlt.data.federated import FederatedData, build_federated_data
+from fedlt.data.transforms import random_crop_flip
+from fedlt.models import build_model
+from strategies.federated import FEDERATED_STRATEGIES, parse_options
+from strategies.federated.base import (
+    ClientData,
+    FederatedStrategy,
+    LocalResult,
+    StateDict,
+    TrainConfig,
+)
+
+
+class InjectedClientFailure(RuntimeError):
+    """Raised on purpose by ``federated.fail_clients`` (fault-injection for tests)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from fedlt.errors import ConfigError
+
+        raise ConfigError("resources.device", "is 'cuda' but no CUDA device is visible")
+    return torch.device(name)
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (independent streams per (seed, round, client, purpose))."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def generator_for(*parts: int) -> torch.Generator:
+    gen = torch.Generator()
+    gen.manual_seed(derived_seed(*parts))
+    return gen
+
+
+# Purposes, so that no two random streams ever share a seed.
+TRAIN_STREAM, EVAL_STREAM = 1, 2
+
+
+@dataclass
+class _Tensors:
+    train_u8: Tensor
+    train_y: Tensor
+    test_u8: Tensor
+    test_y: Tensor
+    mean: Tensor
+    std: Tensor
+
+
+class FederatedRuntime:
+    """Everything a process needs to train or evaluate clients of one experiment."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        if cfg.resources.num_threads > 0:
+            torch.set_num_threads(cfg.resources.num_threads)
+        self.device = resolve_device(cfg.resources.device)
+        self.data: FederatedData = build_federated_data(cfg.data, cfg.seed)
+        d = self.data
+        mean = torch.tensor(d.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(d.std, dtype=torch.float32).view(1, -1, 1, 1)
+        to_u8 = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2)  # noqa: E731
+        self.t = _Tensors(
+            train_u8=to_u8(d.train.images).contiguous().to(self.device),
+            train_y=torch.from_numpy(d.train.labels.astype(np.int64)).to(self.device),
+            test_u8=to_u8(d.test.images).contiguous().to(self.device),
+            test_y=torch.from_numpy(d.test.labels.astype(np.int64)).to(self.device),
+            mean=mean.to(self.device),
+            std=std.to(self.device),
+        )
+        strategy_cls = FEDERATED_STRATEGIES.get(cfg.strategy.name, "strategy.name")
+        options = parse_options(strategy_cls, cfg.strategy.options)
+        num_classes, image_shape = d.num_classes, d.image_shape
+        model_cfg = cfg.model
+
+        def model_factory() -> torch.nn.Module:
+            return build_model(model_cfg.name, num_classes, image_shape, model_cfg.options)
+
+        self.strategy: FederatedStrategy = strategy_cls(
+            options, model_factory, num_classes, self.device, cfg.seed
+        )
+        f = cfg.federated
+        self.train_config = TrainConfig(
+            local_epochs=f.local_epochs,
+            batch_size=f.batch_size,
+            lr=f.lr,
+            momentum=f.momentum,
+            weight_decay=f.weight_decay,
+        )
+        self.failures = {(int(r), int(c)) for r, c in f.fail_clients}
+
+    # -- data ---------------------------------------------------------------------
+    def _normalise(self, u8: Tensor) -> Tensor:
+        return (u8.float().div_(255.0) - self.t.mean) / self.t.std
+
+    def client_train_data(self, client_id: int) -> ClientData:
+        idx = torch.from_numpy(self.data.client_indices[client_id].astype(np.int64)).to(self.device)
+        augment = _augment if self.cfg.federated.augment else None
+        return ClientData(
+            x=self._normalise(self.t.train_u8[idx]),
+            y=self.t.train_y[idx],
+            num_classes=self.data.num_classes,
+            augment=augment,
+        )
+
+    def eligible_clients(self) -> list[int]:
+        return [k for k, idx in enumerate(self.data.client_indices) if len(idx) > 0]
+
+    # -- training -------------------------------------------------------------------
+    def train_client(
+        self, client_id: int, round_: int, global_state: StateDict, client_state: StateDict | None
+    ) -> LocalResult:
+        if (round_, client_id) in self.failures:
+            raise InjectedClientFailure(
+                f"client {client_id} failed on purpose in round {round_} (federated.fail_clients)"
+            )
+        if not client_state:
+            client_state = self.strategy.init_client_state(client_id)
+        data = self.client_train_data(client_id)
+        generator = generator_for(self.cfg.seed, round_, client_id, TRAIN_STREAM)
+        return self.strategy.local_update(
+            global_state, client_state, data, self.train_config, generator
+        )
+
+    # -- evaluation -----------------------------------------------------------------
+    @torch.no_grad()
+    def _logits(self, predictor: Any, u8: Tensor) -> dict[str, Tensor]:
+        out: dict[str, list[Tensor]] = {}
+        bs = self.cfg.federated.eval_batch_size
+        for start in range(0, u8.shape[0], bs):
+            for mode, logits in predictor(self._normalise(u8[start : start + bs])).items():
+                out.setdefault(mode, []).append(logits.float().cpu())
+        return {m: torch.cat(v) for m, v in out.items()}
+
+    def generic_logits(self, global_state: StateDict) -> dict[str, Tensor]:
+        """Logits per generic mode on the balanced global test set."""
+        predictor = self.strategy.generic_predictor(global_state)
+        return self._logits(predictor, self.t.test_u8)
+
+    def personal_logits(
+        self, client_id: int, round_: int, global_state: StateDict, client_state: StateDict | None
+    ) -> dict[str, Tensor]:
+        """Logits per personal mode on client ``client_id``'s local test set."""
+        if not client_state:
+            client_state = self.strategy.init_client_state(client_id)
+        generator = generator_for(self.cfg.seed, round_, client_id, EVAL_STREAM)
+        predictor = self.strategy.personal_predictor(
+            global_state,
+            client_state,
+            self.client_train_data(client_id),
+            self.train_config,
+            generator,
+        )
+        idx = torch.from_numpy(self.data.client_test_indices[client_id].astype(np.int64))
+        return self._logits(predictor, self.t.test_u8[idx.to(self.device)])
+
+
+def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
+    return random_crop_flip(x, generator, padding=4)
+
+
+def config_text(cfg: ExperimentConfig) -> str:
+    """The canonical text of a resolved config (what clients receive)."""
+    return cfg.to_yaml()
+
+
+_lock = threading.Lock()
+_cached: tuple[str, FederatedRuntime] | None = None
+
+
+def get_runtime(text: str) -> FederatedRuntime:
+    """The runtime for a resolved-config text, built once per process (most recent kept)."""
+    global _cached
+    key = hashlib.sha256(text.encode()).hexdigest()
+    with _lock:
+        if _cached is not None and _cached[0] == key:
+            return _cached[1]
+        runtime = FederatedRuntime(resolve(yaml.safe_load(text)))
+        _cached = (key, runtime)
+        return runtime
+
+
+def client_train(
+    text: str, client_id: int, round_: int, global_state: StateDict, client_state: StateDict | None
+) -> LocalResult:
+    """One client's local update: the function both the ClientApp and the in-process engine call."""
+    return get_runtime(text).train_client(client_id, round_, global_state, client_state)
