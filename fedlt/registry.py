@@ -36,7 +36,9 @@ def import_reference(reference: str, key: str = "") -> object:
         try:
             obj = getattr(obj, part)
         except AttributeError as exc:
-            raise ConfigError(key, f"module {module_name!r} has no attribute {attribute!r}") from exc
+            raise ConfigError(
+                key, f"module {module_name!r} has no attribute {attribute!r}"
+            ) from exc
     return obj
 
 

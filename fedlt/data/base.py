@@ -23,9 +23,7 @@ class ArrayDataset:
         if self.images.ndim != 4:
             raise ValueError(f"images must have shape (N, H, W, C), got {self.images.shape}")
         if len(self.images) != len(self.labels):
-            raise ValueError(
-                f"{len(self.images)} images but {len(self.labels)} labels"
-            )
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.labels)

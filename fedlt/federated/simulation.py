@@ -66,6 +66,8 @@ def run_flower(engine: Any, ray_address: str | None = None, verbose: bool = Fals
     quiet_flower(verbose)
     from flwr.simulation import run_simulation
 
+    quiet_flower(verbose)  # again: importing flwr resets its logger's level
+
     from fedlt.federated.flower_app import GridExecutor, client_app, make_server_app
 
     cfg = engine.cfg

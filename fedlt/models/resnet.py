@@ -71,7 +71,9 @@ def _cifar_resnet(depth: int, num_classes: int, image_shape: tuple[int, int, int
     return FeatureModel(backbone, backbone.out_dim, num_classes)
 
 
-def _wide_resnet(blocks: list[int], num_classes: int, image_shape: tuple[int, int, int]) -> FeatureModel:
+def _wide_resnet(
+    blocks: list[int], num_classes: int, image_shape: tuple[int, int, int]
+) -> FeatureModel:
     backbone = ResNetBackbone(image_shape[0], [64, 128, 256, 512], blocks)
     return FeatureModel(backbone, backbone.out_dim, num_classes)
 

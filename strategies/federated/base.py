@@ -100,7 +100,9 @@ class LocalResult:
 
 def cpu_state(module_or_state: nn.Module | StateDict, prefix: str = "") -> StateDict:
     """Detached CPU copy of a module's state dict (or of a state dict), keys prefixed."""
-    state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
+    state = (
+        module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
+    )
     return {prefix + k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
@@ -245,7 +247,9 @@ class FederatedStrategy:
         return self.generic_predictor(global_state)
 
 
-def parse_options(strategy_cls: type, options: dict[str, Any] | Any, prefix: str = "strategy.options") -> Any:
+def parse_options(
+    strategy_cls: type, options: dict[str, Any] | Any, prefix: str = "strategy.options"
+) -> Any:
     """Turn a ``strategy.options`` mapping into the strategy's ``Options`` dataclass."""
     options_cls = getattr(strategy_cls, "Options", NoOptions)
     if dataclasses.is_dataclass(options) and not isinstance(options, dict):
