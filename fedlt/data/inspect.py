@@ -1,0 +1,227 @@
+"""``fedlt partition``: build a partition from a config, summarise it and save it.
+
+Writes three files into the output folder (default ``partitions/<name>-seed<seed>``):
+
+- ``partition.json``: ``meta`` (name, seed, data config, classes), ``source_indices`` (which
+  images of the source's training split the long tail kept) and ``clients`` (client id ->
+  indices into that long-tailed training set). It can be fed back with
+  ``data.partition: {name: file, path: .../partition.json}``.
+- ``stats.json``: per-client class counts, sizes, head/tail shares, local test sizes,
+  global class counts and class groups.
+- ``heatmap.png``: clients × classes training counts on a log colour scale.
+
+The output is written into a temporary folder beside the target and renamed at the end, so
+an error leaves nothing behind; an existing target is never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedlt.config import ExperimentConfig, load_config
+from fedlt.configtools import to_dict
+from fedlt.data.federated import FederatedData, build_federated_data, class_groups
+from fedlt.errors import ConfigError, FedltError
+
+MAX_TABLE_ROWS = 40
+
+
+def default_output_dir(cfg: ExperimentConfig) -> Path:
+    return Path("partitions") / f"{cfg.name}-seed{cfg.seed}"
+
+
+def partition_stats(data: FederatedData) -> dict[str, Any]:
+    """Summary numbers for ``stats.json`` and the printed table.
+
+    Head/tail shares use the ``mass`` class groups (spec §5): the share of a client's
+    training samples whose class is *many* (head) or *few* (tail).
+    """
+    groups = class_groups(data.class_counts)
+    head = np.zeros(data.num_classes, dtype=bool)
+    head[groups["mass"]["many"]] = True
+    tail = np.zeros(data.num_classes, dtype=bool)
+    tail[groups["mass"]["few"]] = True
+    clients = []
+    for k, counts in enumerate(data.client_class_counts):
+        size = int(counts.sum())
+        clients.append(
+            {
+                "client": k,
+                "size": size,
+                "classes_present": int(np.count_nonzero(counts)),
+                "head_share": float(counts[head].sum() / size) if size else 0.0,
+                "tail_share": float(counts[tail].sum() / size) if size else 0.0,
+                "local_test_size": len(data.client_test_indices[k]),
+                "class_counts": [int(v) for v in counts],
+            }
+        )
+    sizes = data.client_class_counts.sum(axis=1)
+    return {
+        "num_clients": data.num_clients,
+        "num_classes": data.num_classes,
+        "classes": list(data.train.classes),
+        "num_train": len(data.train),
+        "num_test": len(data.test),
+        "class_counts": [int(v) for v in data.class_counts],
+        "class_groups": groups,
+        "empty_clients": list(data.empty_clients),
+        "client_size": {
+            "min": int(sizes.min()),
+            "median": float(np.median(sizes)),
+            "max": int(sizes.max()),
+        },
+        "clients": clients,
+    }
+
+
+def partition_json(cfg: ExperimentConfig, data: FederatedData) -> str:
+    """Deterministic text of ``partition.json`` (one client per line)."""
+    meta = {
+        "name": cfg.name,
+        "seed": cfg.seed,
+        "num_clients": data.num_clients,
+        "num_train": len(data.train),
+        "classes": list(data.train.classes),
+        "data": to_dict(cfg.data),
+    }
+    lines = [
+        "{",
+        f'  "meta": {json.dumps(meta, sort_keys=True)},',
+        f'  "source_indices": {json.dumps([int(i) for i in data.source_indices])},',
+        '  "clients": {',
+    ]
+    for k, part in enumerate(data.client_indices):
+        comma = "," if k < data.num_clients - 1 else ""
+        lines.append(f'    "{k}": {json.dumps([int(i) for i in part])}{comma}')
+    lines += ["  }", "}", ""]
+    return "\n".join(lines)
+
+
+def save_heatmap(path: Path, counts: np.ndarray, title: str) -> None:
+    """Clients × classes counts as an image with a log colour scale (zeros left white)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    num_clients, num_classes = counts.shape
+    fig, ax = plt.subplots(
+        figsize=(min(14.0, 2.5 + 0.3 * num_classes), min(12.0, 1.8 + 0.25 * num_clients))
+    )
+    try:
+        cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
+        masked = np.ma.masked_equal(counts, 0)
+        image = ax.imshow(
+            masked,
+            aspect="auto",
+            interpolation="nearest",
+            cmap=cmap,
+            norm=LogNorm(vmin=1, vmax=max(2, int(counts.max()))),
+        )
+        fig.colorbar(image, ax=ax, label="training images (log scale)")
+        ax.set_xlabel("class")
+        ax.set_ylabel("client")
+        ax.set_title(title)
+        fig.tight_layout()
+        fig.savefig(path, dpi=80, metadata={"Software": None})
+    finally:
+        plt.close(fig)
+
+
+def _print_summary(stats: dict[str, Any], target: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"Partition: {stats['num_clients']} clients, {stats['num_train']} samples")
+    for column in ("client", "train", "classes", "head %", "tail %", "local test", ""):
+        table.add_column(column, justify="right")
+    for row in stats["clients"][:MAX_TABLE_ROWS]:
+        table.add_row(
+            str(row["client"]),
+            str(row["size"]),
+            str(row["classes_present"]),
+            f"{100 * row['head_share']:.0f}",
+            f"{100 * row['tail_share']:.0f}",
+            str(row["local_test_size"]),
+            "[red]empty[/]" if row["size"] == 0 else "",
+        )
+    console.print(table)
+    hidden = stats["num_clients"] - MAX_TABLE_ROWS
+    if hidden > 0:
+        console.print(f"... {hidden} more clients (see stats.json)")
+    groups = stats["class_groups"]["mass"]
+    size = stats["client_size"]
+    console.print(
+        f"classes: {stats['num_classes']} (mass groups: {len(groups['many'])} head, "
+        f"{len(groups['medium'])} middle, {len(groups['few'])} tail); "
+        f"client size min/median/max: {size['min']}/{size['median']:g}/{size['max']}; "
+        f"test images: {stats['num_test']}"
+    )
+    empty = stats["empty_clients"]
+    if empty:
+        console.print(f"[yellow]empty clients ({len(empty)}):[/] {empty}")
+    console.print(f"wrote {target}/partition.json, stats.json, heatmap.png")
+
+
+def _write_outputs(target: Path, cfg: ExperimentConfig, data: FederatedData, stats: dict) -> None:
+    """Write the three files into a temp folder beside ``target``, then rename it."""
+    created = []
+    for parent in reversed(target.parents):
+        if not parent.exists():
+            parent.mkdir()
+            created.append(parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        (tmp / "partition.json").write_text(partition_json(cfg, data))
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+        save_heatmap(
+            tmp / "heatmap.png",
+            data.client_class_counts,
+            f"{cfg.name}: {data.num_clients} clients × {data.num_classes} classes "
+            f"(seed {cfg.seed})",
+        )
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for parent in reversed(created):
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        raise
+
+
+def partition_command(config_path: str | None, overrides: list[str], out: str | None) -> int:
+    """Build, summarise and save the partition described by a config; return an exit code.
+
+    ``config_path`` None uses the embedded ``simulations/default.yaml``; ``out`` None uses
+    ``partitions/<name>-seed<seed>``. Errors are printed (naming the key or file) and give
+    exit code 2, with nothing written.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    try:
+        cfg = load_config(config_path, overrides)
+        target = Path(out) if out else default_output_dir(cfg)
+        if target.exists():
+            raise ConfigError(
+                "--out", f"{target} already exists; refusing to overwrite it (remove it first)"
+            )
+        data = build_federated_data(cfg.data, cfg.seed)
+        stats = partition_stats(data)
+        _write_outputs(target, cfg, data, stats)
+    except FedltError as exc:
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {escape(str(exc))}")
+        return 2
+    _print_summary(stats, target)
+    return 0
