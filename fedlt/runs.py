@@ -69,6 +69,7 @@ class RunDirectory:
     def __init__(self, path: Path, config: ExperimentConfig) -> None:
         self.path = Path(path)
         self.config = config
+        self._tensorboard = None
 
     # -- creation -------------------------------------------------------------------
     @classmethod
@@ -141,6 +142,18 @@ class RunDirectory:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
+        if self.config.logging.tensorboard:
+            self._log_tensorboard(record)
+
+    def _log_tensorboard(self, record: dict[str, Any]) -> None:
+        """Mirror a metrics record into TensorBoard event files under ``<run>/tensorboard``
+        (step: ``round`` for federated runs, ``samples_seen`` for streams)."""
+        if self._tensorboard is None:
+            from fedlt.tblog import TensorBoardLogger
+
+            self._tensorboard = TensorBoardLogger(self.path / "tensorboard")
+        step = record.get("round", record.get("samples_seen", 0))
+        self._tensorboard.log(record, int(step))
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.is_file():
@@ -203,6 +216,9 @@ class RunDirectory:
 
     def write_summary(self, summary: dict[str, Any]) -> Path:
         path = self.write_json("summary.json", summary)
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
         self._write_status({"status": "complete", "time": time.time()})
         return path
 

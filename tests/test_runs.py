@@ -52,3 +52,17 @@ def test_summary_marks_complete_and_failure_is_recorded(cfg):
     assert json.loads((run.path / "status.json").read_text())["error"] == "boom"
     run.write_summary({"final": {}})
     assert run.is_complete
+
+
+def test_tensorboard_mirrors_metrics_when_enabled(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = load_config(None, [f"output_dir={tmp_path}", "logging.tensorboard=true"])
+    run = RunDirectory.create(cfg)
+    run.log_metrics({"round": 1, "generic.global.top1": 0.25})
+    run.log_metrics({"round": 2, "generic.global.top1": 0.5})
+    run.write_summary({})
+    events = EventAccumulator(str(run.path / "tensorboard"))
+    events.Reload()
+    scalars = events.Scalars("generic/global/top1")
+    assert [(e.step, round(e.value, 3)) for e in scalars] == [(1, 0.25), (2, 0.5)]

@@ -1,0 +1,675 @@
+"""``fedlt sweep SWEEP.yaml``: fan (override set × seed) out as Ray tasks, then report.
+
+A sweep file (format in ``docs/sweeps.md``)::
+
+    name: digits-demo                 # default: the file's stem
+    base: ../default.yaml             # experiment file, relative to this file (or a mapping)
+    set: {federated.rounds: 2}        # overrides applied to every run (optional)
+    seeds: [0, 1]
+    grid:                             # cartesian product of dotted keys -> value lists
+      strategy.name: [fedavg, fedloge]
+    runs:                             # and/or explicit override sets, each with a label
+      - {label: fedprox-mu0.01, strategy.name: fedprox, strategy.options.mu: 0.01}
+    resources: {num_cpus: 1, num_gpus: 0.25}   # per run (Ray task); a run may override it
+    output_dir: runs/sweeps/digits-demo         # relative to the working directory
+
+Every (override set × seed) becomes one resolved :class:`~fedlt.config.ExperimentConfig`,
+checked before Ray starts, and one Ray task running
+``run_experiment(cfg, run_dir=<out>/<label>/seed-<seed>, backend="inprocess")``. Run
+directories are deterministic, so invoking the sweep again skips finished runs (summary.json
+and status "complete"), resumes runs that left a checkpoint, and retries the others; a failed
+run is recorded in ``sweep_status.json`` and in its own ``status.json`` without stopping the
+rest. At the end the sweep writes a report (:mod:`fedlt.report`) into ``<out>/report``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedlt.config import ExperimentConfig, read_yaml, resolve
+from fedlt.errors import ConfigError, FedltError
+from fedlt.registry import did_you_mean
+
+Runner = Callable[..., Path]
+
+SWEEP_KEYS = ("name", "base", "set", "seeds", "grid", "runs", "resources", "output_dir")
+RESOURCE_KEYS = ("num_cpus", "num_gpus")
+STATUS_FILE = "sweep_status.json"
+DEFAULT_RUNNER = "fedlt.runner:run_experiment"
+LABEL_NAMES = {
+    "data.longtail.imbalance_factor": "IF",
+    "data.partition.num_clients": "clients",
+}
+
+
+# -- the plan ------------------------------------------------------------------------------
+@dataclass
+class PlannedRun:
+    """One (override set × seed) of a sweep, resolved and ready to submit."""
+
+    label: str
+    seed: int
+    overrides: list[str]
+    run_dir: Path
+    config: ExperimentConfig
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.label}/seed-{self.seed}"
+
+
+@dataclass
+class SweepPlan:
+    """A parsed sweep file: where it writes and the runs it makes."""
+
+    name: str
+    source: Path
+    output_dir: Path
+    runs: list[PlannedRun] = field(default_factory=list)
+
+
+def _sweep_error(source: Path, key: str, message: str) -> ConfigError:
+    return ConfigError(key, f"{message} (in sweep file {source})")
+
+
+def _format_value(value: Any) -> str:
+    """Write a Python value as text that ``parse_override`` reads back unchanged (JSON ⊂ YAML)."""
+    return json.dumps(value)
+
+
+def _override(key: str, value: Any) -> str:
+    return f"{key}={_format_value(value)}"
+
+
+def _safe_label(text: str) -> str:
+    """A label usable as a directory name: letters, digits and ``. _ = + -`` only."""
+    cleaned = re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("._")
+    return cleaned or "run"
+
+
+def _short_keys(keys: list[str]) -> dict[str, str]:
+    """Shortest dotted suffix of each key that is unique among ``keys`` (for labels)."""
+    short = {}
+    for key in keys:
+        if key in LABEL_NAMES:
+            short[key] = LABEL_NAMES[key]
+            continue
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            candidate = ".".join(parts[-n:])
+            clashes = [k for k in keys if k != key and k.endswith(candidate)]
+            if not clashes:
+                short[key] = candidate
+                break
+        else:
+            short[key] = key
+    return short
+
+
+def _grid_points(grid: dict[str, list[Any]]) -> list[tuple[str, list[str]]]:
+    """(label, overrides) for every point of the cartesian product of ``grid``.
+
+    The label joins ``short_key=value`` parts with ``_``; a ``strategy.name`` part is written as
+    the bare method name (``fedavg_alpha=0.5``).
+    """
+    if not grid:
+        return [("", [])]
+    keys = list(grid)
+    short = _short_keys(keys)
+    points = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        parts, overrides = [], []
+        for key, value in zip(keys, values, strict=True):
+            text = value if isinstance(value, str) else _format_value(value)
+            parts.append(text if key == "strategy.name" else f"{short[key]}={text}")
+            overrides.append(_override(key, value))
+        points.append(("_".join(parts), overrides))
+    return points
+
+
+def _read_base(spec: dict[str, Any], source: Path) -> dict[str, Any]:
+    base = spec.get("base")
+    if base is None:
+        from fedlt.config import DEFAULT_CONFIG
+
+        return read_yaml(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else {}
+    if isinstance(base, dict):
+        return base
+    if isinstance(base, str):
+        path = Path(base)
+        if not path.is_absolute():
+            path = source.parent / path
+        if not path.is_file():
+            raise _sweep_error(source, "base", f"experiment file not found: {path}")
+        return read_yaml(path)
+    raise _sweep_error(source, "base", f"expected a file path or a mapping, got {base!r}")
+
+
+def _read_resources(value: Any, source: Path, key: str) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _sweep_error(source, key, f"expected a mapping with {RESOURCE_KEYS}, got {value!r}")
+    out = {}
+    for name, amount in value.items():
+        if name not in RESOURCE_KEYS:
+            hint = did_you_mean(str(name), list(RESOURCE_KEYS))
+            raise _sweep_error(
+                source, f"{key}.{name}", f"unknown key{hint}; expected one of {RESOURCE_KEYS}"
+            )
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+            raise _sweep_error(source, f"{key}.{name}", f"expected a number >= 0, got {amount!r}")
+        out[name] = float(amount)
+    if out.get("num_cpus", 1.0) <= 0:
+        raise _sweep_error(source, f"{key}.num_cpus", "must be > 0")
+    return out
+
+
+def _read_override_mapping(value: Any, source: Path, key: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        raise _sweep_error(
+            source,
+            key,
+            f"expected a mapping of dotted keys to values, got {value!r}",
+        )
+    return [_override(str(k), v) for k, v in value.items()]
+
+
+def _read_seeds(value: Any, source: Path) -> list[int]:
+    if value is None:
+        return [0]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(isinstance(s, bool) or not isinstance(s, int) for s in value)
+    ):
+        raise _sweep_error(source, "seeds", f"expected a non-empty list of integers, got {value!r}")
+    if len(set(value)) != len(value):
+        raise _sweep_error(source, "seeds", f"seeds repeat: {value}")
+    return list(value)
+
+
+def _read_grid(value: Any, source: Path) -> dict[str, list[Any]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _sweep_error(
+            source,
+            "grid",
+            f"expected a mapping of dotted keys to lists, got {value!r}",
+        )
+    grid = {}
+    for key, values in value.items():
+        if not isinstance(values, list) or not values:
+            raise _sweep_error(source, f"grid.{key}", f"expected a non-empty list, got {values!r}")
+        grid[str(key)] = values
+    return grid
+
+
+def _read_runs(value: Any, source: Path) -> list[tuple[str, list[str], dict[str, float]]]:
+    """(label, overrides, resources) of each entry of ``runs:``."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not value:
+        raise _sweep_error(source, "runs", f"expected a non-empty list of mappings, got {value!r}")
+    entries = []
+    for i, item in enumerate(value):
+        key = f"runs[{i}]"
+        if not isinstance(item, dict):
+            raise _sweep_error(source, key, f"expected a mapping, got {item!r}")
+        item = dict(item)
+        label = item.pop("label", None)
+        if not isinstance(label, str) or not label.strip():
+            raise _sweep_error(source, f"{key}.label", "every run needs a non-empty label")
+        resources = _read_resources(item.pop("resources", None), source, f"{key}.resources")
+        overrides = [_override(str(k), v) for k, v in item.items()]
+        entries.append((label, overrides, resources))
+    return entries
+
+
+def load_sweep(sweep_path: str | Path, out: str | Path | None = None) -> SweepPlan:
+    """Parse a sweep file and resolve every run's config (all errors before anything runs).
+
+    Config errors name the run and the key: ``strategy.options.mu: expected a number, got 'x'
+    (sweep run 'fedprox' seed 0, sweep file s.yaml)``.
+    """
+    source = Path(sweep_path)
+    spec = read_yaml(source)
+    for key in spec:
+        if key not in SWEEP_KEYS:
+            hint = did_you_mean(str(key), list(SWEEP_KEYS))
+            raise _sweep_error(source, str(key), f"unknown key{hint}; expected one of {SWEEP_KEYS}")
+    name = spec.get("name") or source.stem
+    if not isinstance(name, str):
+        raise _sweep_error(source, "name", f"expected a string, got {name!r}")
+    base = _read_base(spec, source)
+    common = _read_override_mapping(spec.get("set"), source, "set")
+    seeds = _read_seeds(spec.get("seeds"), source)
+    grid = _read_grid(spec.get("grid"), source)
+    explicit = _read_runs(spec.get("runs"), source)
+    default_resources = _read_resources(spec.get("resources"), source, "resources")
+    output = out or spec.get("output_dir") or Path("runs") / "sweeps" / name
+    if not isinstance(output, (str, Path)):
+        raise _sweep_error(source, "output_dir", f"expected a path, got {output!r}")
+    output_dir = Path(output).resolve()
+
+    override_sets: list[tuple[str, list[str], dict[str, float]]] = []
+    for run_label, run_overrides, run_resources in explicit or [("", [], {})]:
+        for grid_label, grid_overrides in _grid_points(grid):
+            label = "_".join(p for p in (run_label, grid_label) if p) or "base"
+            override_sets.append(
+                (_safe_label(label), run_overrides + grid_overrides, run_resources)
+            )
+    labels = [label for label, _, _ in override_sets]
+    repeated = sorted({lb for lb in labels if labels.count(lb) > 1})
+    if repeated:
+        raise _sweep_error(source, "runs", f"labels repeat (each must be unique): {repeated}")
+
+    plan = SweepPlan(name=name, source=source, output_dir=output_dir)
+    for label, overrides, resources in override_sets:
+        for seed in seeds:
+            run_dir = output_dir / label / f"seed-{seed}"
+            full = [
+                *common,
+                *overrides,
+                _override("seed", seed),
+                _override("name", label),
+                _override("output_dir", str(output_dir)),
+                _override("logging.progress", False),
+            ]
+            try:
+                config = resolve(base, full)
+            except ConfigError as exc:
+                raise ConfigError(
+                    exc.key, f"{exc.detail} (sweep run '{label}' seed {seed}, sweep file {source})"
+                ) from exc
+            merged = {**default_resources, **resources}
+            plan.runs.append(
+                PlannedRun(
+                    label=label,
+                    seed=seed,
+                    overrides=full,
+                    run_dir=run_dir,
+                    config=config,
+                    num_cpus=merged.get("num_cpus", config.resources.num_cpus),
+                    num_gpus=merged.get("num_gpus", config.resources.num_gpus),
+                )
+            )
+    return plan
+
+
+# -- run-directory states ------------------------------------------------------------------
+def _read_status(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def is_finished(run_dir: Path) -> bool:
+    """A finished run: summary.json present and status.json says ``complete``."""
+    return (run_dir / "summary.json").is_file() and _read_status(run_dir).get(
+        "status"
+    ) == "complete"
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    folder = run_dir / "checkpoints"
+    return (run_dir / "config.yaml").is_file() and folder.is_dir() and any(folder.glob("step-*.pt"))
+
+
+def config_differences(run_dir: Path, config: ExperimentConfig) -> list[str]:
+    """Dotted keys whose value in ``run_dir/config.yaml`` differs from ``config``.
+
+    A run folder is keyed by label and seed only, so editing a sweep without renaming the
+    label would silently reuse old results; the sweep warns with these keys.
+    """
+    import yaml
+
+    try:
+        stored = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    planned = yaml.safe_load(config.to_yaml())
+
+    def flat(node: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(node, dict) and node:
+            out: dict[str, Any] = {}
+            for key, value in node.items():
+                out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
+            return out
+        return {prefix: node}
+
+    old, new = flat(stored), flat(planned)
+    return sorted(k for k in set(old) | set(new) if k != "output_dir" and old.get(k) != new.get(k))
+
+
+def set_aside(run_dir: Path) -> Path:
+    """Rename an unfinished run without checkpoint to ``<dir>.attempt-<k>`` (kept, not deleted),
+    so that the run can start afresh in its deterministic directory."""
+    for k in range(1, 10_000):
+        target = run_dir.with_name(f"{run_dir.name}.attempt-{k}")
+        if not target.exists():
+            run_dir.rename(target)
+            return target
+    raise FedltError(f"too many earlier attempts beside {run_dir}")  # pragma: no cover
+
+
+def _write_failed_status(run_dir: Path, message: str) -> None:
+    """Record a failure in the run's status.json (creating the folder if the run never did)."""
+    from fedlt.runs import atomic_write_text, dumps
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        run_dir / "status.json", dumps({"status": "failed", "error": message, "time": time.time()})
+    )
+
+
+# -- the Ray task ---------------------------------------------------------------------------
+def execute_run(
+    config: ExperimentConfig,
+    run_dir: str,
+    driver_cwd: str | None = None,
+    runner: Runner | None = None,
+) -> dict[str, Any]:
+    """Body of one sweep task: run (or resume) the experiment; never raises.
+
+    Returns ``{"state": "done" | "failed", "resumed": bool, "wall_time_s", "error", "node"}``.
+    ``runner`` replaces :func:`fedlt.runner.run_experiment` (test hook; it is pickled into the
+    task, so a function defined inside a test works).
+    """
+    import socket
+
+    start = time.time()
+    if driver_cwd and Path(driver_cwd).is_dir():
+        os.chdir(driver_cwd)  # relative paths in configs mean the same thing as on the driver
+    path = Path(run_dir)
+    resumed = has_checkpoint(path)
+    outcome: dict[str, Any] = {
+        "resumed": resumed,
+        "node": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": start,
+    }
+    try:
+        import ray
+
+        if ray.is_initialized():
+            outcome["ray_node_id"] = ray.get_runtime_context().get_node_id()
+    except Exception:  # run outside Ray (tests, debugging)
+        pass
+    try:
+        if config.resources.num_threads > 0:
+            import torch
+
+            torch.set_num_threads(config.resources.num_threads)
+        if runner is None:
+            from fedlt.registry import import_reference
+
+            runner = import_reference(DEFAULT_RUNNER)  # type: ignore[assignment]
+        # In-process federated loop (no Flower simulation nested in a Ray task); the runner
+        # sends continual configs to the stream engine whatever the backend.
+        kwargs: dict[str, Any] = {"backend": "inprocess", "progress": False}
+        if resumed:
+            kwargs["resume"] = path
+        else:
+            kwargs["run_dir"] = path
+        assert runner is not None
+        runner(config, **kwargs)
+        if not is_finished(path):
+            raise FedltError(f"the runner returned but {path} has no complete summary.json")
+        outcome.update(state="done", error=None)
+    except BaseException as exc:  # a failed run must never stop the sweep
+        message = f"{type(exc).__name__}: {exc}"
+        if not is_finished(path) and _read_status(path).get("status") != "failed":
+            _write_failed_status(path, message)
+        outcome.update(state="failed", error=message, traceback=traceback.format_exc(limit=8))
+    outcome["finished"] = time.time()
+    outcome["wall_time_s"] = round(outcome["finished"] - start, 3)
+    return outcome
+
+
+# -- driver -------------------------------------------------------------------------------
+@dataclass
+class SweepOutcome:
+    """What a sweep invocation did, run by run."""
+
+    plan: SweepPlan
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def count(self, state: str) -> int:
+        return sum(1 for s in self.states.values() if s.get("state") == state)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {k: self.count(k) for k in ("done", "failed", "skipped", "running", "pending")}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sweep": str(self.plan.source),
+            "name": self.plan.name,
+            "output_dir": str(self.plan.output_dir),
+            "counts": self.counts,
+            "time": time.time(),
+            "runs": [
+                {"label": r.label, "seed": r.seed, "run_dir": str(r.run_dir), **self.states[r.key]}
+                for r in self.plan.runs
+            ],
+        }
+
+    def save(self) -> None:
+        from fedlt.runs import atomic_write_text, dumps
+
+        atomic_write_text(self.plan.output_dir / STATUS_FILE, dumps(self.to_json()))
+
+
+def _init_ray(address: str | None, num_cpus: int | None) -> bool:
+    """Start or join Ray; return True when this call started it (so we shut it down)."""
+    import logging
+    import warnings
+
+    import ray
+
+    if ray.is_initialized():
+        return False
+    # Ray 2.55 announces a future change of CUDA_VISIBLE_DEVICES handling on every init.
+    warnings.filterwarnings(
+        "ignore", message="Tip: In future versions of Ray", category=FutureWarning
+    )
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if address:
+        # Joining a cluster: its resources are fixed; num_cpus / dashboard options are errors.
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    return True
+
+
+def _progress_text(counts: dict[str, int]) -> str:
+    return (
+        f"[green]{counts['done']} done[/] · [red]{counts['failed']} failed[/] · "
+        f"[cyan]{counts['running']} running[/] · {counts['pending']} queued · "
+        f"[dim]{counts['skipped']} skipped[/]"
+    )
+
+
+def run_sweep(
+    plan: SweepPlan,
+    *,
+    ray_address: str | None = None,
+    max_parallel: int | None = None,
+    progress: bool = True,
+    runner: Runner | None = None,
+    console: Any = None,
+) -> SweepOutcome:
+    """Execute a plan on Ray: skip finished runs, resume checkpointed ones, retry the rest."""
+    from rich.console import Console
+
+    console = console or Console()
+    outcome = SweepOutcome(plan)
+    plan.output_dir.mkdir(parents=True, exist_ok=True)
+    todo: list[PlannedRun] = []
+    for run in plan.runs:
+        changed = config_differences(run.run_dir, run.config) if run.run_dir.is_dir() else []
+        if changed:
+            console.print(
+                f"[yellow]{run.key}[/]: the sweep now asks for different {', '.join(changed[:5])}"
+                f"{' ...' if len(changed) > 5 else ''} than the existing run folder; keeping the "
+                "folder's config (use a new label or output_dir to rerun)"
+            )
+        if is_finished(run.run_dir):
+            outcome.states[run.key] = {"state": "skipped", "reason": "already complete"}
+            if changed:
+                outcome.states[run.key]["config_changed"] = changed
+            continue
+        if run.run_dir.exists() and not has_checkpoint(run.run_dir):
+            moved = set_aside(run.run_dir)
+            console.print(f"[yellow]{run.key}[/]: unfinished without checkpoint, moved to {moved}")
+        outcome.states[run.key] = {"state": "pending"}
+        todo.append(run)
+    outcome.save()
+
+    if todo:
+        address = ray_address or os.environ.get("RAY_ADDRESS") or None
+        started = _init_ray(address, None)
+        try:
+            _submit_and_wait(plan, todo, outcome, max_parallel, progress, runner, console)
+        except KeyboardInterrupt:
+            outcome.save()
+            console.print("interrupted: invoke the sweep again to resume the unfinished runs")
+            raise
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+    counts = outcome.counts
+    outcome.save()
+    console.print(
+        f"sweep {plan.name}: {counts['done']} done, {counts['failed']} failed, "
+        f"{counts['skipped']} skipped (of {len(plan.runs)}) -> {plan.output_dir}"
+    )
+    return outcome
+
+
+def _submit_and_wait(
+    plan: SweepPlan,
+    todo: list[PlannedRun],
+    outcome: SweepOutcome,
+    max_parallel: int | None,
+    progress: bool,
+    runner: Runner | None,
+    console: Any,
+) -> None:
+    import ray
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    remote = ray.remote(max_retries=0)(execute_run)
+    cwd = os.getcwd()
+    queue = list(todo)
+    in_flight: dict[Any, PlannedRun] = {}
+    limit = max_parallel if max_parallel and max_parallel > 0 else len(queue)
+    total = len(plan.runs)
+    columns = (
+        TextColumn("[bold]{task.fields[name]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+        task = bar.add_task(
+            "sweep", total=total, name=plan.name, completed=outcome.count("skipped"), counts=""
+        )
+
+        def refresh() -> None:
+            for ref_run in in_flight.values():  # "running" once the run dir has appeared
+                state = outcome.states[ref_run.key]
+                if state["state"] == "pending" and (ref_run.run_dir / "status.json").exists():
+                    state["state"] = "running"
+            counts = outcome.counts
+            done = counts["done"] + counts["failed"] + counts["skipped"]
+            bar.update(task, completed=done, counts=_progress_text(counts))
+
+        while queue or in_flight:
+            while queue and len(in_flight) < limit:
+                run = queue.pop(0)
+                ref = remote.options(num_cpus=run.num_cpus, num_gpus=run.num_gpus).remote(
+                    run.config, str(run.run_dir), cwd, runner
+                )
+                in_flight[ref] = run
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                run = in_flight.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # the worker died (OOM, node lost): record it
+                    message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                    if not is_finished(run.run_dir):
+                        _write_failed_status(run.run_dir, message)
+                    result = {"state": "failed", "error": message}
+                outcome.states[run.key] = result
+                if result["state"] == "failed":
+                    console.print(f"[red]✗ {run.key}[/]: {result['error']}")
+                elif progress:
+                    how = "resumed and finished" if result.get("resumed") else "finished"
+                    console.print(f"[green]✓ {run.key}[/] {how} in {result['wall_time_s']:.1f} s")
+                outcome.save()
+            refresh()
+
+
+def sweep_command(
+    sweep_path: str,
+    ray_address: str | None = None,
+    out: str | None = None,
+    max_parallel: int | None = None,
+    progress: bool = True,
+    *,
+    runner: Runner | None = None,
+) -> int:
+    """CLI entry (``fedlt sweep``): plan, run, report; exit code 1 if any run failed."""
+    from rich.console import Console
+
+    console = Console()
+    plan = load_sweep(sweep_path, out)
+    console.print(
+        f"sweep {plan.name}: {len(plan.runs)} runs ({len({r.label for r in plan.runs})} "
+        f"override sets × {len({r.seed for r in plan.runs})} seeds) -> {plan.output_dir}"
+    )
+    outcome = run_sweep(
+        plan,
+        ray_address=ray_address,
+        max_parallel=max_parallel,
+        progress=progress,
+        runner=runner,
+        console=console,
+    )
+    from fedlt.report import report_command
+
+    try:
+        report_command([str(plan.output_dir)], out=str(plan.output_dir / "report"), echo=False)
+        console.print(f"report: {plan.output_dir / 'report' / 'report.md'}")
+    except FedltError as exc:
+        console.print(f"[yellow]no report[/]: {exc}")
+    return 1 if outcome.count("failed") else 0

@@ -1,0 +1,218 @@
+"""fedlt sweep: plan/validation (no Ray), one run's task body, and real sweeps on local Ray.
+
+The Ray tests share one local Ray session (``ray.init(num_cpus=2)``); ``run_sweep`` uses an
+already-initialised Ray instead of starting its own.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedlt.config import DEFAULT_CONFIG, resolve
+from fedlt.errors import ConfigError
+from fedlt.runs import RunDirectory
+from fedlt.sweep import execute_run, load_sweep, run_sweep, sweep_command
+
+RAY_TIP = "ignore:Tip. In future versions of Ray:FutureWarning"
+TINY = {
+    "federated.rounds": 2,
+    "federated.eval_every": 1,
+    "federated.checkpoint_every": 1,
+    "data.partition.num_clients": 3,
+    "resources.device": "cpu",
+}
+
+
+def _write_sweep(folder: Path, **spec) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    body = {"base": str(DEFAULT_CONFIG), "set": TINY, "seeds": [0, 1]}
+    body.update(spec)
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+# -- planning and validation (no Ray) -------------------------------------------------------
+def test_plan_labels_dirs_and_overrides(tmp_path: Path) -> None:
+    sweep = _write_sweep(
+        tmp_path,
+        grid={"strategy.name": ["fedavg", "fedprox"], "data.partition.alpha": [0.5, 1]},
+        runs=[{"label": "lr-small", "federated.lr": 0.01}, {"label": "plain"}],
+        resources={"num_cpus": 1, "num_gpus": 0.25},
+    )
+    plan = load_sweep(sweep, tmp_path / "out")
+    assert len(plan.runs) == 2 * 2 * 2 * 2
+    dirs = {r.run_dir.relative_to(tmp_path / "out").as_posix() for r in plan.runs}
+    assert "lr-small_fedprox_alpha=0.5/seed-1" in dirs and "plain_fedavg_alpha=1/seed-0" in dirs
+    run = next(r for r in plan.runs if r.key == "lr-small_fedprox_alpha=1/seed-1")
+    assert run.config.strategy.name == "fedprox"
+    assert run.config.federated.lr == 0.01 and run.config.data.partition.alpha == 1.0
+    assert run.config.seed == 1 and run.config.federated.rounds == 2
+    assert (run.num_cpus, run.num_gpus) == (1.0, 0.25)
+
+
+@pytest.mark.parametrize("name", ["tiny", "digits-demo", "cifar10-lt-methods"])
+def test_shipped_sweeps_resolve(name: str, tmp_path: Path) -> None:
+    sweep = DEFAULT_CONFIG.parent / "sweeps" / f"{name}.yaml"
+    plan = load_sweep(sweep, tmp_path)
+    methods = {r.config.strategy.name for r in plan.runs}
+    assert {"fedavg", "fedloge"} <= methods
+    if name == "cifar10-lt-methods":
+        assert len(methods) == 8 and len(plan.runs) == 8 * 2 * 2 * 3
+        assert {r.config.data.source for r in plan.runs} == {"cifar10"}
+
+
+def test_base_path_is_relative_to_the_sweep_file(tmp_path: Path) -> None:
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({"name": "x", "federated": {"rounds": 7}}))
+    sweep = _write_sweep(tmp_path / "sweeps", base="../exp.yaml", set=None, seeds=[3])
+    (plan_run,) = load_sweep(sweep, tmp_path / "o").runs
+    assert plan_run.config.federated.rounds == 7 and plan_run.label == "base"
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        (
+            {"grid": {"federated.lr": [0.1, "fast"]}},
+            r"federated.lr: expected a number.*sweep run 'lr=fast' seed 0",
+        ),
+        ({"grid": {"strategy.nme": ["fedavg"]}}, r"strategy.nme: unknown key.*sweep run"),
+        ({"runs": [{"label": "a"}, {"label": "a"}]}, r"labels repeat.*\['a'\]"),
+        ({"runs": [{"federated.lr": 0.1}]}, r"runs\[0\].label: every run needs"),
+        ({"seeds": "zero"}, r"seeds: expected a non-empty list of integers"),
+        ({"resources": {"cpus": 1}}, r"resources.cpus: unknown key.*num_cpus"),
+        ({"gird": {}}, r"gird: unknown key \(did you mean 'grid'\?\)"),
+        ({"base": "nowhere.yaml"}, r"base: experiment file not found"),
+    ],
+)
+def test_bad_sweeps_fail_before_running(tmp_path: Path, spec: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_sweep(_write_sweep(tmp_path, **spec), tmp_path / "out")
+
+
+# -- the task body (no Ray) -----------------------------------------------------------------
+def test_task_resumes_a_checkpointed_run_and_records_failures(tmp_path: Path) -> None:
+    cfg = resolve({}, ["federated.rounds=2"])
+    calls = []
+
+    def recording_runner(config, **kwargs):
+        calls.append(kwargs)
+        run = RunDirectory.open(kwargs["resume"])
+        run.write_summary({"engine": "federated", "final": {}})
+        return run.path
+
+    run_dir = tmp_path / "r"
+    RunDirectory.create(cfg, run_dir).save_checkpoint({"x": 1}, step=1)
+    result = execute_run(cfg, str(run_dir), runner=recording_runner)
+    assert result["state"] == "done" and result["resumed"] is True
+    assert calls == [{"backend": "inprocess", "progress": False, "resume": run_dir}]
+
+    def broken_runner(config, **kwargs):
+        raise RuntimeError("diverged")
+
+    result = execute_run(cfg, str(tmp_path / "never-made"), runner=broken_runner)
+    assert result["state"] == "failed" and "RuntimeError: diverged" in result["error"]
+    status = json.loads((tmp_path / "never-made" / "status.json").read_text())
+    assert status["status"] == "failed" and "diverged" in status["error"]
+
+
+# -- real sweeps on one local Ray session ---------------------------------------------------
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _console():
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    return Console(file=buffer, width=200, force_terminal=False), buffer
+
+
+@pytest.mark.ray
+@pytest.mark.filterwarnings(RAY_TIP)
+def test_sweep_runs_in_parallel_reports_and_skips_finished_runs(
+    local_ray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 methods × 2 seeds of the real tiny experiment (digits, 2 rounds, 3 clients)."""
+    sweep = _write_sweep(tmp_path, grid={"strategy.name": ["fedavg", "fedprox"]})
+    out = tmp_path / "out"
+    assert sweep_command(str(sweep), out=str(out), progress=False) == 0
+
+    status = json.loads((out / "sweep_status.json").read_text())
+    assert status["counts"]["done"] == 4 and status["counts"]["failed"] == 0
+    runs = {(r["label"], r["seed"]): r for r in status["runs"]}
+    assert set(runs) == {(m, s) for m in ("fedavg", "fedprox") for s in (0, 1)}
+    for label, seed in runs:
+        summary = json.loads((out / label / f"seed-{seed}" / "summary.json").read_text())
+        assert summary["strategy"] == label and summary["seed"] == seed
+    spans = sorted((r["started"], r["finished"]) for r in status["runs"])
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(spans)), "no two runs overlapped"
+    assert len({r["pid"] for r in status["runs"]}) >= 2
+
+    report = (out / "report" / "report.md").read_text()
+    table_rows = [
+        line for line in report.splitlines() if line.startswith(("| fedavg", "| fedprox"))
+    ]
+    assert table_rows and all("±" in row for row in table_rows[:2])
+    assert (out / "report" / "federated.csv").is_file()
+
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*/seed-*/*") if p.is_file()}
+
+    def must_not_run(config, **kwargs):
+        raise AssertionError("a finished run was started again")
+
+    console, buffer = _console()
+    plan = load_sweep(sweep, out)
+    again = run_sweep(plan, progress=True, runner=must_not_run, console=console)
+    assert again.counts["skipped"] == 4 and again.counts["done"] == again.counts["failed"] == 0
+    assert "0 done, 0 failed, 4 skipped" in buffer.getvalue()
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+    # editing the sweep without a new label reuses the old runs, with a warning naming the key
+    edited = _write_sweep(
+        tmp_path, grid={"strategy.name": ["fedavg", "fedprox"]}, set={**TINY, "federated.lr": 0.2}
+    )
+    console, buffer = _console()
+    third = run_sweep(load_sweep(edited, out), progress=False, runner=must_not_run, console=console)
+    assert third.counts["skipped"] == 4
+    assert "different federated.lr" in buffer.getvalue()
+    assert third.states["fedavg/seed-0"]["config_changed"] == ["federated.lr"]
+
+
+@pytest.mark.ray
+@pytest.mark.filterwarnings(RAY_TIP)
+def test_failed_run_is_recorded_and_retried(local_ray, tmp_path: Path) -> None:
+    sweep = _write_sweep(tmp_path, runs=[{"label": "ok"}, {"label": "bad"}], seeds=[0])
+
+    def fail_bad(config, **kwargs):
+        from fedlt.runner import run_experiment
+
+        if config.name == "bad":
+            raise RuntimeError("injected failure")
+        return run_experiment(config, **kwargs)
+
+    out = tmp_path / "out"
+    assert sweep_command(str(sweep), out=str(out), progress=False, runner=fail_bad) == 1
+    status = json.loads((out / "sweep_status.json").read_text())
+    by_label = {r["label"]: r for r in status["runs"]}
+    assert by_label["ok"]["state"] == "done"
+    assert by_label["bad"]["state"] == "failed" and "injected failure" in by_label["bad"]["error"]
+    run_status = json.loads((out / "bad" / "seed-0" / "status.json").read_text())
+    assert run_status["status"] == "failed"
+
+    console, _ = _console()
+    again = run_sweep(load_sweep(sweep, out), progress=False, console=console)
+    assert again.counts == {"done": 1, "failed": 0, "skipped": 1, "running": 0, "pending": 0}
+    assert (out / "bad" / "seed-0" / "summary.json").is_file()
+    assert (out / "bad" / "seed-0.attempt-1" / "status.json").is_file()  # the failed try is kept
