@@ -24,7 +24,7 @@ def register(name: str):
 
 
 # Importing the modules registers the strategies (keep this list sorted).
-from strategies.federated import fedavg, fedprox  # noqa: E402, F401
+from strategies.federated import ditto, fedavg, fedbabu, fedetf, fedloge, fedprox, fedrep, fedrod  # noqa: E402, F401
 
 __all__ = [
     "FEDERATED_STRATEGIES",
