@@ -1,0 +1,134 @@
+"""``fedlt stream CONFIG``: show and save the Si-Blurry stream a config would produce.
+
+Prints one row per task (disjoint and blurry classes, samples, samples scattered in from
+other tasks' blurry classes) and writes, into a new folder (never over an existing one;
+written in a temporary sibling folder and renamed, so an error leaves nothing behind):
+
+- ``stream.json``: classes, sizes, per-class counts and the ordered sample indices per task;
+- ``stream.png``: which class (y, in first-seen order; tick labels are the class ids when
+  there are at most 40) appears at which stream position (x), task boundaries dashed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedlt.continual.stream import Stream
+from fedlt.errors import RunError
+
+
+def _class_list(classes: list[int], limit: int = 12) -> str:
+    if not classes:
+        return "-"
+    shown = ", ".join(str(c) for c in classes[:limit])
+    return f"({len(classes)}) {shown}" + (", …" if len(classes) > limit else "")
+
+
+def stream_table(stream: Stream, labels: np.ndarray, title: str = "") -> Any:
+    """A rich Table: per task its classes, size and scattered (foreign blurry) samples."""
+    from rich.table import Table
+
+    table = Table(title=title or None)
+    for name in (
+        "task",
+        "disjoint classes",
+        "blurry classes",
+        "samples",
+        "scattered in",
+        "classes",
+    ):
+        table.add_column(
+            name,
+            justify="right" if name in ("task", "samples", "scattered in", "classes") else "left",
+        )
+    for k, task in enumerate(stream.tasks):
+        present = labels[task.indices]
+        own = set(task.disjoint_classes) | set(task.blurry_classes)
+        foreign = int((~np.isin(present, list(own))).sum()) if len(present) else 0
+        table.add_row(
+            str(k),
+            _class_list(task.disjoint_classes),
+            _class_list(task.blurry_classes),
+            str(len(task)),
+            str(foreign),
+            str(len(np.unique(present))),
+        )
+    table.add_row("all", "", "", str(len(stream)), "", str(len(np.unique(labels))))
+    return table
+
+
+def plot_stream(stream: Stream, labels: np.ndarray, path: Path, title: str = "") -> Path:
+    """Class (first-seen order) against stream position, task boundaries dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.concatenate([t.indices for t in stream.tasks]) if len(stream) else np.zeros(0, int)
+    seq = labels[order]
+    rank = {c: i for i, c in enumerate(dict.fromkeys(seq.tolist()))}
+    y = np.array([rank[c] for c in seq.tolist()])
+    fig, ax = plt.subplots(figsize=(9, 5))
+    ax.scatter(np.arange(len(seq)), y, s=0.5, c=seq, cmap="tab20", marker=".", rasterized=True)
+    for boundary in np.cumsum(stream.task_sizes)[:-1]:
+        ax.axvline(boundary, color="black", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("stream position (samples)")
+    ax.set_ylabel("class (first-seen order)")
+    if 0 < len(rank) <= 40:
+        ax.set_yticks(range(len(rank)), [str(c) for c in rank])
+    ax.set_title(title or f"{stream.scenario} stream, seed {stream.seed}")
+    ax.set_xlim(0, max(len(seq), 1))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_stream_folder(stream: Stream, labels: np.ndarray, out: Path, title: str = "") -> Path:
+    """Write ``stream.json`` and ``stream.png`` into the new folder ``out`` atomically."""
+    out = Path(out)
+    if out.exists():
+        raise RunError(f"{out} already exists; not overwriting it (choose another --out)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        from fedlt.runs import atomic_write_text, dumps
+
+        atomic_write_text(tmp / "stream.json", dumps(stream.to_json(labels)))
+        plot_stream(stream, labels, tmp / "stream.png", title)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def stream_command(config_path: str | None, overrides: list[str], out: str | None) -> int:
+    """Build the stream of a config, print it, and save it under ``out`` (default
+    ``streams/<name>-seed<seed>``, as the CLI says). Returns the exit code (0)."""
+    from rich.console import Console
+
+    from fedlt.config import load_config
+    from fedlt.continual.engine import build_stream, load_stream_data
+
+    cfg = load_config(config_path, overrides)
+    splits = load_stream_data(cfg)
+    stream = build_stream(cfg, splits)
+    labels = np.asarray(splits.train.labels)
+    title = (
+        f"{cfg.stream.scenario} · {splits.name} · K={cfg.stream.num_tasks} "
+        f"N={cfg.stream.disjoint_percent} M={cfg.stream.blurry_percent} · seed {stream.seed}"
+    )
+    console = Console()
+    console.print(stream_table(stream, labels, title))
+    folder = Path(out) if out else Path("streams") / f"{cfg.name}-seed{stream.seed}"
+    write_stream_folder(stream, labels, folder, title)
+    console.print(f"wrote {folder / 'stream.json'} and {folder / 'stream.png'}")
+    return 0
