@@ -16,11 +16,14 @@ from fedlt.registry import Registry
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 # Importing the modules registers the models.
-from fedlt.models import cnn, resnet  # noqa: E402, F401
+from fedlt.models import cnn, resnet, vit  # noqa: E402, F401
 
 
 def build_model(
-    name: str, num_classes: int, image_shape: tuple[int, int, int], options: dict[str, Any] | None = None
+    name: str,
+    num_classes: int,
+    image_shape: tuple[int, int, int],
+    options: dict[str, Any] | None = None,
 ) -> nn.Module:
     """Build a registered model; bad options raise ConfigError naming ``model.options``."""
     factory = MODELS.get(name, "model.name")

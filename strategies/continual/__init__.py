@@ -29,3 +29,7 @@ def parse_options(learner_cls: type, options: Any, prefix: str = "strategy.optio
 # Importing the modules registers the learners (the stream engine's and MVP's helpers add
 # their modules here).
 __all__ = ["CONTINUAL_LEARNERS", "ContinualLearner", "parse_options", "register"]
+from strategies.continual import er, ewcpp, finetune, lwf  # noqa: E402, F401  (stream engine baselines)
+
+# isort: split
+from strategies.continual import dualprompt, l2p, mvp  # noqa: E402, F401  (prompt learners)
