@@ -35,7 +35,7 @@ from strategies.federated.base import weighted_average
 
 REALISTIC = [
     "data.source=synthetic",
-    "data.options={num_classes: 10, image_size: 32, channels: 3, train_per_class: 200, test_per_class: 50}",  # noqa: E501
+    "data.options={num_classes: 10, image_size: 32, channels: 3, train_per_class: 200, test_per_class: 50}",
     "data.longtail.profile=none",
     "data.partition.num_clients=20",
     "data.partition.alpha=0.5",
@@ -148,7 +148,7 @@ def part_b(out: Path) -> None:
     per_call = (np.mean(flower[1:]) - np.mean(plain[1:])) / n * 1000
     per_call_inproc = (np.mean(inproc[1:]) - np.mean(plain[1:])) / n * 1000
     print(
-        f"overhead per client call: Flower+Ray {per_call:.1f} ms, in-process engine {per_call_inproc:.1f} ms"  # noqa: E501
+        f"overhead per client call: Flower+Ray {per_call:.1f} ms, in-process engine {per_call_inproc:.1f} ms"
     )
 
 
@@ -194,7 +194,7 @@ def part_c(out: Path) -> None:
     print("\n## (c) peak memory, 10% participation, ResNet-8, synthetic 32×32 (20,000 images)")
     base = [
         "data.source=synthetic",
-        "data.options={num_classes: 10, image_size: 32, channels: 3, train_per_class: 2000, test_per_class: 20}",  # noqa: E501
+        "data.options={num_classes: 10, image_size: 32, channels: 3, train_per_class: 2000, test_per_class: 20}",
         "model.name=resnet8",
         "strategy.name=fedavg",
         "federated.participation=0.1",
@@ -221,7 +221,7 @@ def part_c(out: Path) -> None:
             result = json.loads(proc.stdout.strip().splitlines()[-1])
             print(
                 f"{backend:9s} {clients:5d} clients: driver peak RSS {result['driver_mb']:.0f} MB, "
-                f"Ray processes peak RSS {result['ray_mb']:.0f} MB, wall {time.perf_counter() - t0:.0f} s"  # noqa: E501
+                f"Ray processes peak RSS {result['ray_mb']:.0f} MB, wall {time.perf_counter() - t0:.0f} s"
             )
 
 
