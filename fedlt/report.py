@@ -488,7 +488,9 @@ def plot_curves(groups: list[Group], folder: Path, notes: list[str]) -> list[Pat
             x_key = "round"
         else:
             panels = [("accuracy (%)", lambda r: "acc")]
-            x_key = "samples_seen"
+            # each seed has its own stream, so the exact samples_seen values differ; the
+            # eval period crossed (eval_point) is common to all seeds
+            x_key = "eval_point"
         fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
         drawn = 0
         for ax, (title, y_key_of) in zip(axes[0], panels, strict=True):

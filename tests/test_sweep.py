@@ -25,6 +25,8 @@ TINY = {
     "federated.eval_every": 1,
     "federated.checkpoint_every": 1,
     "data.partition.num_clients": 3,
+    "federated.local_epochs": 1,
+    "federated.batch_size": 32,
     "resources.device": "cpu",
 }
 

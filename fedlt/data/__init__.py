@@ -6,8 +6,8 @@ Entry point for engines: :func:`build_federated_data` (federated) and :func:`loa
 """
 
 from fedlt.data.base import ArrayDataset, DataSplits
-from fedlt.data.federated import FederatedData, build_federated_data, class_groups
 from fedlt.data.client_testsets import local_test_indices
+from fedlt.data.federated import FederatedData, build_federated_data, class_groups
 from fedlt.data.longtail import apply_longtail, longtail_counts
 from fedlt.data.partition import PARTITIONERS, build_partition
 from fedlt.data.sources import SOURCES, load_source

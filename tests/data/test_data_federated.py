@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from fedlt.config import DataConfig, LongTailConfig, PartitionConfig
-from fedlt.data.federated import build_federated_data, class_groups
 from fedlt.data.client_testsets import local_test_indices
+from fedlt.data.federated import build_federated_data, class_groups
 from fedlt.data.transforms import random_crop_flip, to_tensor
 
 

@@ -11,6 +11,8 @@ TINY = [
     "federated.eval_every=1",
     "federated.checkpoint_every=1",
     "federated.batch_size=32",
+    "federated.local_epochs=1",
+    "strategy.name=fedavg",
     "logging.progress=false",
     "resources.device=cpu",
 ]
