@@ -36,6 +36,7 @@ def run_experiment(
     else:
         if cfg is None:
             raise ValueError("give a config or a run directory to resume")
+        _check_before_start(cfg, backend, ray_address)
         run = RunDirectory.create(cfg, run_dir)
     try:
         _dispatch(run, backend, progress, ray_address, verbose)
@@ -44,6 +45,17 @@ def run_experiment(
             run.mark_failed(f"{type(exc).__name__}: {exc}")
         raise
     return run.path
+
+
+def _check_before_start(cfg: ExperimentConfig, backend: Backend, ray_address: str | None) -> None:
+    """Refuse what cannot run before a run directory is made (nothing half-made is left)."""
+    from fedlt.federated.runtime import resolve_device
+
+    resolve_device(cfg.resources.device)
+    if cfg.engine == "federated" and backend == "flower":
+        from fedlt.federated.simulation import backend_config
+
+        backend_config(cfg, ray_address, verbose=False)
 
 
 def _dispatch(

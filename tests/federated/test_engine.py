@@ -74,3 +74,18 @@ def test_sigkill_then_resume_gives_byte_identical_metrics(tiny_config, tmp_path)
 
     run_experiment(resume=killed, backend="inprocess", progress=False)
     assert _metrics_bytes(killed) == _metrics_bytes(reference)
+
+
+def test_impossible_gpu_request_fails_before_any_run_directory(tiny_config):
+    import torch
+
+    from fedlt.errors import ConfigError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    cfg = tiny_config("resources.num_gpus=1")
+    with pytest.raises(ConfigError, match=r"resources\.num_gpus: .* no CUDA GPU"):
+        run_experiment(cfg, progress=False)
+    with pytest.raises(ConfigError, match=r"resources\.device: is 'cuda'"):
+        run_experiment(tiny_config("resources.device=cuda"), backend="inprocess", progress=False)
+    assert not os.path.exists(cfg.output_dir) or os.listdir(cfg.output_dir) == []
