@@ -31,6 +31,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--learners", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     args = parser.parse_args()
     import torch
 
@@ -40,7 +41,8 @@ def main() -> int:
     print(f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}", flush=True)
     out = Path(args.out or tempfile.mkdtemp(prefix="fedlt-gpu-stream-"))
     failures = 0
-    for name, path in CONFIGS.items():
+    for name in args.learners:
+        path = CONFIGS[name]
         t0 = time.perf_counter()
         try:
             cfg = load_config(
