@@ -196,6 +196,8 @@ class FederatedEngine:
                     "failed": {str(k): v for k, v in failed.items()},
                     "train_loss": _weighted_metric(ok, "train_loss"),
                 }
+                for key in sorted({m for _, r in ok for m in r.metrics} - {"train_loss"}):
+                    record[key] = _weighted_metric(ok, key)  # e.g. FedLoGe's loss_psi
                 if round_ % f.eval_every == 0 or round_ == f.rounds:
                     last_eval, last_per_class = self.evaluate(round_, global_state)
                     record.update(last_eval)
