@@ -11,6 +11,7 @@ numbers for the same config.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -128,6 +129,11 @@ class FederatedEngine:
         self._kept_snapshots = [*self._kept_snapshots, snapshot][-2:]
         self.store.collect_garbage(self._kept_snapshots)
 
+    def _read_timings(self) -> list[dict[str, float]]:
+        """Per-round timings of an earlier (interrupted) session of this run, if any."""
+        path = self.run.path / "timings.json"
+        return json.loads(path.read_text()) if path.is_file() else []
+
     def _write_partition(self) -> None:
         d = self.runtime.data
         self.run.write_json(
@@ -162,7 +168,7 @@ class FederatedEngine:
         last_per_class: dict = {}
         generic_head = f"generic.{self.strategy.generic_modes[0]}.top1"
         personal_head = f"personal.{self.strategy.personal_modes[0]}.top1_mean"
-        timings = []
+        timings = [t for t in self._read_timings() if t["round"] <= start_round]
         with progress_bar(
             f"{cfg.name} [{cfg.strategy.name}]", f.rounds, self.progress, start=start_round
         ) as bar:
@@ -208,6 +214,8 @@ class FederatedEngine:
                 timings.append(
                     {"round": round_, "train_s": train_time, "total_s": time.perf_counter() - t0}
                 )
+                if round_ % f.checkpoint_every == 0:
+                    self.run.write_json("timings.json", timings)
                 status = f"loss {record['train_loss']:.3f}"
                 if generic_head in record:
                     status += f" · generic {100 * record[generic_head]:.1f}%"
