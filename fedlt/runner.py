@@ -49,7 +49,7 @@ def run_experiment(
 
 def _check_before_start(cfg: ExperimentConfig, backend: Backend, ray_address: str | None) -> None:
     """Refuse what cannot run before a run directory is made (nothing half-made is left)."""
-    from fedlt.federated.runtime import resolve_device
+    from fedlt.devices import resolve_device
 
     resolve_device(cfg.resources.device)
     if cfg.engine == "federated" and backend == "flower":

@@ -35,19 +35,11 @@ from fedlt.config import ExperimentConfig
 from fedlt.continual.memory import ReplayMemory
 from fedlt.continual.stream import Stream, stream_from_config
 from fedlt.data.base import DataSplits
+from fedlt.devices import resolve_device
 from fedlt.errors import RunError
 from fedlt.evaluation.continual import continual_metrics, plot_accuracy
 
 STATE_VERSION = 1
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → cuda when available, else cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RunError("resources.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
 
 
 def load_stream_data(cfg: ExperimentConfig) -> DataSplits:

@@ -25,6 +25,7 @@ from torch import Tensor
 from fedlt.config import ExperimentConfig, resolve
 from fedlt.data.federated import FederatedData, build_federated_data
 from fedlt.data.transforms import random_crop_flip
+from fedlt.devices import resolve_device
 from fedlt.models import build_model
 from strategies.federated import FEDERATED_STRATEGIES, parse_options
 from strategies.federated.base import (
@@ -38,17 +39,6 @@ from strategies.federated.base import (
 
 class InjectedClientFailure(RuntimeError):
     """Raised on purpose by ``federated.fail_clients`` (fault-injection for tests)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from fedlt.errors import ConfigError
-
-        raise ConfigError("resources.device", "is 'cuda' but no CUDA device is visible")
-    return torch.device(name)
 
 
 def derived_seed(*parts: int) -> int:
