@@ -46,6 +46,7 @@ def base_overrides(args: argparse.Namespace, root: Path) -> list[str]:
         "logging.progress=false",
         f"resources.device={args.device}",
         "resources.num_threads=1",
+        *args.extra,
     ]
     if args.smoke:
         return [
@@ -99,23 +100,16 @@ def run_method(
     run_dir = out / method
     if (run_dir / "summary.json").is_file():
         return method, run_dir, "already done"
-    cmd = [
-        sys.executable,
-        "-m",
-        "fedlt.cli",
-        "run",
-        "--backend",
-        "inprocess",
-        "--no-progress",
-        "--run-dir",
-        str(run_dir),
-        "--set",
-        f"strategy.name={method}",
-        "--set",
-        f"name={method}",
-    ]
-    for o in [*overrides, *METHOD_OVERRIDES.get(method, [])]:
-        cmd += ["--set", o]
+    cmd = [sys.executable, "-m", "fedlt.cli", "run", "--backend", "inprocess", "--no-progress"]
+    if (run_dir / "config.yaml").is_file():
+        # An earlier invocation stopped (deadline, crash): continue from its last checkpoint
+        # with its saved config, so a table can be finished over several sessions.
+        cmd += ["--resume", str(run_dir)]
+    else:
+        cmd += ["--run-dir", str(run_dir), "--set", f"strategy.name={method}"]
+        cmd += ["--set", f"name={method}"]
+        for o in [*overrides, *METHOD_OVERRIDES.get(method, [])]:
+            cmd += ["--set", o]
     t0 = time.perf_counter()
     timeout = None if deadline is None else max(1.0, deadline - time.time())
     try:
@@ -276,23 +270,40 @@ def main() -> int:
         default=None,
         help="stop every run after this many seconds and tabulate its last evaluation",
     )
+    parser.add_argument(
+        "--set",
+        dest="extra",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra override for every run (ablations), e.g. strategy.options.bias=none",
+    )
+    parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="run nothing: tabulate the runs already under --out",
+    )
     args = parser.parse_args()
 
     root = prepare_data(args)
     overrides = base_overrides(args, root)
-    warm_cache(overrides)
+    if not args.table_only:
+        warm_cache(overrides)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     methods = [m for m in args.methods.split(",") if m]
     results: dict[str, Path] = {}
     t0 = time.perf_counter()
     deadline = None if args.deadline is None else time.time() + args.deadline
-    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        runs = pool.map(lambda m: run_method(m, overrides, out, deadline), methods)
-        for method, run_dir, note in runs:
-            print(f"{method}: {note}", flush=True)
-            if run_dir is not None:
-                results[method] = run_dir
+    if args.table_only:
+        results = {m: out / m for m in methods if last_evaluation(out / m) is not None}
+    else:
+        with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+            runs = pool.map(lambda m: run_method(m, overrides, out, deadline), methods)
+            for method, run_dir, note in runs:
+                print(f"{method}: {note}", flush=True)
+                if run_dir is not None:
+                    results[method] = run_dir
     print(f"all runs: {time.perf_counter() - t0:.0f} s", flush=True)
     table = write_table(results, args, overrides)
     (out / "table.md").write_text(table + "\n")
