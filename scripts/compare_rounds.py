@@ -43,6 +43,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--labels", nargs="+", default=None, help="one label per run")
+    parser.add_argument(
+        "--modes", nargs="+", default=None, help="only these modes (e.g. global gla_fr universal)"
+    )
     parser.add_argument("--max-round", type=int, default=None)
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG of the curves")
     args = parser.parse_args()
@@ -56,6 +59,8 @@ def main() -> int:
             records = [r for r in records if r["round"] <= args.max_round]
         data[label] = records
     columns = accuracy_columns([r for recs in data.values() for r in recs])
+    if args.modes:
+        columns = [c for c in columns if c.split(".")[1] in args.modes]
     short = [c.replace(".top1_mean", "").replace(".top1", "") for c in columns]
     print("| run | round | " + " | ".join(short) + " |")
     print("|---|---|" + "---|" * len(columns))
@@ -70,13 +75,19 @@ def main() -> int:
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-        for label, records in data.items():
+        styles = ("-", "--", ":", "-.")  # colour = run, line style = mode
+        for colour, (label, records) in enumerate(data.items()):
             for ax, prefix in ((axes[0], "generic."), (axes[1], "personal.")):
-                for c, name in zip(columns, short, strict=True):
+                modes = [
+                    (c, n) for c, n in zip(columns, short, strict=True) if c.startswith(prefix)
+                ]
+                for i, (c, name) in enumerate(modes):
                     pts = [(r["round"], 100 * r[c]) for r in records if c in r]
-                    if c.startswith(prefix) and pts:
+                    if pts:
                         ax.plot(
                             *zip(*pts, strict=True),
+                            color=f"C{colour}",
+                            linestyle=styles[i % len(styles)],
                             marker="o",
                             markersize=3,
                             label=f"{label}: {name.split('.', 1)[1]}",

@@ -78,20 +78,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories")
     parser.add_argument("--rounds", nargs="+", type=int, default=[10, 30, 60])
+    parser.add_argument("--labels", nargs="+", default=None, help="one label per run")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    labels = args.labels or [r.name for r in args.runs]
+    if len(labels) != len(args.runs):
+        raise SystemExit(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
     torch.set_num_threads(args.threads)
     print(
         "| run | round | head row norm | ‖h‖ | logit spread (Wh) | bias spread | top-1 | "
         "top-1 without bias | most-predicted class: share (its bias rank) |\n|---|---|---|---|---|---|---|---|---|"
     )
-    for run_dir in args.runs:
+    for label, run_dir in zip(labels, args.runs, strict=True):
         for round_ in args.rounds:
             d = diagnose(run_dir, round_)
             if d is None:
                 continue
             print(
-                f"| {run_dir.name} | {round_} | {d['head_row_norm']:.3f} | {d['feature_norm']:.2f} "
+                f"| {label} | {round_} | {d['head_row_norm']:.3f} | {d['feature_norm']:.2f} "
                 f"| {d['logit_spread']:.3f} | {d['bias_spread']:.3f} | {100 * d['top1']:.2f} "
                 f"| {100 * d['top1_no_bias']:.2f} | class {d['top_class']}: {100 * d['top_class_share']:.1f} % "
                 f"({d['top_class_bias_rank']}) |",
