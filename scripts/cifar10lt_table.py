@@ -182,11 +182,11 @@ def write_table(results: dict[str, Path], args: argparse.Namespace, overrides: l
             f"| {sec:.2f} | {final['round']} |"
         )
         extra = [
-            f"{k.split('.')[1]} {pct(v)}"
+            f"generic {k.split('.')[1]} {pct(v)}"
             for k, v in final.items()
             if k.startswith("generic.") and k.endswith(".top1") and k.split(".")[1] != g
         ] + [
-            f"{k.split('.')[1]} {pct(v)}"
+            f"personal {k.split('.')[1]} {pct(v)}"
             for k, v in final.items()
             if k.startswith("personal.") and k.endswith(".top1_mean") and k.split(".")[1] != p
         ]
