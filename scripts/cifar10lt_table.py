@@ -9,6 +9,10 @@ every round, ResNet-8, 1 local epoch — each as its own process with the in-pro
         --out runs/cifar10lt --doc docs/results/cifar10lt.md
 
 ``--smoke`` swaps in tiny synthetic data and 2 rounds to check the pipeline in a minute.
+A run directory under ``--out`` that has no ``summary.json`` (stopped by ``--deadline`` or a
+crash) is continued from its last checkpoint with its own saved config — this invocation's
+overrides do not apply to it. ``--set KEY=VALUE`` adds an override to every new run
+(ablations); ``--table-only`` runs nothing and tabulates what is under ``--out``.
 """
 
 from __future__ import annotations
@@ -105,6 +109,7 @@ def run_method(
         # An earlier invocation stopped (deadline, crash): continue from its last checkpoint
         # with its saved config, so a table can be finished over several sessions.
         cmd += ["--resume", str(run_dir)]
+        print(f"{method}: continuing {run_dir} with its saved config", flush=True)
     else:
         cmd += ["--run-dir", str(run_dir), "--set", f"strategy.name={method}"]
         cmd += ["--set", f"name={method}"]
