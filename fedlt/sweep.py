@@ -414,10 +414,9 @@ def execute_run(
     except Exception:  # run outside Ray (tests, debugging)
         pass
     try:
-        if config.resources.num_threads > 0:
-            import torch
+        from fedlt.devices import configure_torch
 
-            torch.set_num_threads(config.resources.num_threads)
+        configure_torch(config.resources.num_threads, config.resources.flush_denormal)
         if runner is None:
             from fedlt.registry import import_reference
 

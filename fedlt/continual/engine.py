@@ -35,7 +35,7 @@ from fedlt.config import ExperimentConfig
 from fedlt.continual.memory import ReplayMemory
 from fedlt.continual.stream import Stream, stream_from_config
 from fedlt.data.base import DataSplits
-from fedlt.devices import resolve_device
+from fedlt.devices import configure_torch, resolve_device
 from fedlt.errors import RunError
 from fedlt.evaluation.continual import continual_metrics, plot_accuracy
 
@@ -417,8 +417,7 @@ def run_stream(
     ``A_auc``, ``A_avg``, ``A_last``, ``F_last``). ``splits`` overrides the data source (tests,
     scripts); ``on_checkpoint(samples_seen)`` is called after every checkpoint.
     """
-    if cfg.resources.num_threads > 0:
-        torch.set_num_threads(cfg.resources.num_threads)
+    configure_torch(cfg.resources.num_threads, cfg.resources.flush_denormal)
     if splits is None:
         splits = load_stream_data(cfg)
     engine = StreamEngine(cfg, splits, run, progress, on_checkpoint)

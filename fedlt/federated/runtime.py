@@ -25,7 +25,7 @@ from torch import Tensor
 from fedlt.config import ExperimentConfig, resolve
 from fedlt.data.federated import FederatedData, build_federated_data
 from fedlt.data.transforms import random_crop_flip
-from fedlt.devices import resolve_device
+from fedlt.devices import configure_torch, resolve_device
 from fedlt.models import build_model
 from strategies.federated import FEDERATED_STRATEGIES, parse_options
 from strategies.federated.base import (
@@ -71,8 +71,7 @@ class FederatedRuntime:
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
-        if cfg.resources.num_threads > 0:
-            torch.set_num_threads(cfg.resources.num_threads)
+        configure_torch(cfg.resources.num_threads, cfg.resources.flush_denormal)
         self.device = resolve_device(cfg.resources.device)
         self.data: FederatedData = build_federated_data(cfg.data, cfg.seed)
         d = self.data
