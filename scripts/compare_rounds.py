@@ -12,17 +12,19 @@ docs/results/cifar10lt.md::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from fedlt.errors import RunError
+from fedlt.runs import RunDirectory
 
 
 def evaluated_rounds(run_dir: Path) -> list[dict]:
     """The records of ``metrics.jsonl`` that hold evaluation results (``generic.*`` keys)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise SystemExit(f"{path}: no metrics.jsonl (not a run directory?)")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        records = RunDirectory.open(run_dir).read_metrics()
+    except RunError as exc:
+        raise SystemExit(str(exc)) from None
     return [r for r in records if any(k.startswith("generic.") for k in r)]
 
 

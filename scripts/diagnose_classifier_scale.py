@@ -26,23 +26,28 @@ from pathlib import Path
 
 import torch
 
+from fedlt.errors import RunError
+from fedlt.runs import RunDirectory
+
 
 def head_of(strategy) -> torch.nn.Linear:
     """FedLoGe's SSE-C layer, or the model's own linear head."""
     return strategy.sse_c if hasattr(strategy, "sse_c") else strategy.model.head
 
 
-@torch.no_grad()
-def diagnose(run_dir: Path, round_: int) -> dict[str, float] | None:
-    from fedlt.config import load_config
+def load_runtime(run: RunDirectory, threads: int):
+    """The run's federated runtime (data, strategy, model) on the CPU, built once per run."""
     from fedlt.federated.runtime import FederatedRuntime
 
-    checkpoint = run_dir / "checkpoints" / f"step-{round_}.pt"
-    if not checkpoint.is_file():
-        return None
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = run.config
     cfg.resources.device = "cpu"
-    runtime = FederatedRuntime(cfg)
+    cfg.resources.num_threads = threads
+    return FederatedRuntime(cfg)
+
+
+@torch.no_grad()
+def diagnose(runtime, checkpoint: Path) -> dict[str, float]:
+    """Measure the global model stored in ``checkpoint`` on the balanced test set."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]
     strategy = runtime.strategy
     strategy.load_global(state["global_state"])
@@ -84,16 +89,22 @@ def main() -> int:
     labels = args.labels or [r.name for r in args.runs]
     if len(labels) != len(args.runs):
         raise SystemExit(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
-    torch.set_num_threads(args.threads)
     print(
         "| run | round | head row norm | ‖h‖ | logit spread (Wh) | bias spread | top-1 | "
         "top-1 without bias | most-predicted class: share (its bias rank) |\n|---|---|---|---|---|---|---|---|---|"
     )
     for label, run_dir in zip(labels, args.runs, strict=True):
-        for round_ in args.rounds:
-            d = diagnose(run_dir, round_)
-            if d is None:
-                continue
+        try:
+            run = RunDirectory.open(run_dir)
+        except RunError as exc:
+            raise SystemExit(str(exc)) from None
+        checkpoints = {step: path for step, path in run.checkpoints() if step in args.rounds}
+        missing = sorted(set(args.rounds) - set(checkpoints))
+        if missing:
+            print(f"{run_dir}: no checkpoint for rounds {missing}", file=sys.stderr)
+        runtime = load_runtime(run, args.threads) if checkpoints else None
+        for round_, checkpoint in sorted(checkpoints.items()):
+            d = diagnose(runtime, checkpoint)
             print(
                 f"| {label} | {round_} | {d['head_row_norm']:.3f} | {d['feature_norm']:.2f} "
                 f"| {d['logit_spread']:.3f} | {d['bias_spread']:.3f} | {100 * d['top1']:.2f} "
