@@ -39,7 +39,11 @@ from strategies.continual.prompts import (
 
 @dataclass
 class DualPromptOptions:
-    """DualPrompt hyperparameters (G layers 0–1, E layers 2–4, top-1, λ = 1)."""
+    """DualPrompt hyperparameters (G layers 0–1, E layers 2–4, top-1, λ = 1).
+
+    ``head_init``: ``timm`` (trunc-normal std 0.02, zero bias, the official code's head) or
+    ``torch`` (``nn.Linear``'s U(±1/√D)); see :func:`strategies.continual.prompts.linear_head`.
+    """
 
     lr: float = 5e-3
     pool_size: int = 10
@@ -50,6 +54,7 @@ class DualPromptOptions:
     pull_weight: float = 1.0
     query: Literal["final", "penultimate"] = "final"
     attachment: Literal["prompt", "prefix"] = "prompt"
+    head_init: Literal["timm", "torch"] = "timm"
 
     def validate(self, prefix: str) -> None:
         require(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")

@@ -31,7 +31,11 @@ from strategies.continual.prompts import PromptLearner, cosine_distance, uniform
 
 @dataclass
 class L2POptions:
-    """L2P hyperparameters (pool 10, length 5, top-5 and λ = 0.1 as in the paper)."""
+    """L2P hyperparameters (pool 10, length 5, top-5 and λ = 0.1 as in the paper).
+
+    ``head_init``: ``timm`` (trunc-normal std 0.02, zero bias, the official code's head) or
+    ``torch`` (``nn.Linear``'s U(±1/√D)); see :func:`strategies.continual.prompts.linear_head`.
+    """
 
     lr: float = 5e-3
     pool_size: int = 10
@@ -39,6 +43,7 @@ class L2POptions:
     top_k: int = 5
     pull_weight: float = 0.1
     query: Literal["final", "penultimate"] = "final"
+    head_init: Literal["timm", "torch"] = "timm"
 
     def validate(self, prefix: str) -> None:
         require(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")

@@ -1,4 +1,7 @@
-"""MVP and MVP-R: Mask and Visual Prompt tuning (Moon et al., ICCV 2023; spec §3).
+"""MVP and MVP-R: Mask and Visual Prompt tuning (Moon et al., "Online Class Incremental
+Learning on Stochastic Blurry Task Boundary via Mask and Visual Prompt Tuning", ICCV 2023).
+Defaults follow the official code of the paper where it and the paper's text differ; the
+other readings are options.
 
 Per sample i with frozen-ViT query q_i (CLS after block L−1, no final norm):
 
@@ -12,14 +15,18 @@ Per sample i with frozen-ViT query q_i (CLS after block L−1, no final norm):
   classes (train and test), M ∈ R^{P×C} initialised to −1;
 - adaptive feature scaling (loss only): ``f̃_i = f_i / (1 − cos(W_{y_i}, f_i) + margin)``
   with the scale computed on detached W, f; predictions use f_i;
-- gradient-similarity focal loss on the AFS logits z̃: ``ign_i = 1 − cos(g_i, ḡ_{y_i})``,
-  ``batch``: ``CE_mean·[(1−α) + α·mean_i ign_i^γ]``, ``sample``:
-  ``mean_i [(1−α) + α·ign_i^γ]·CE_i`` (:func:`gsf_ignorance`, closed form);
-- contrastive visual prompt tuning loss L_CVPT (:func:`cvpt_loss`);
-- loss = GSF + w·L_CVPT; Adam(lr 5e-3) on head, prompts, keys and mask, never reset.
+- gradient-similarity focal loss, CE on the AFS logits z̃, weighted by
+  ``ign_i = 1 − cos(g_i, ḡ_{y_i})`` (:func:`gsf_ignorance`, closed form); g_i and ḡ come
+  from the raw features and un-scaled masked logits (``gsf_features: raw``, official) or
+  from the AFS ones (``afs``); ``batch``: ``CE_mean·[(1−α) + α·mean_i ign_i^γ]``,
+  ``sample``: ``mean_i [(1−α) + α·ign_i^γ]·CE_i`` (:func:`classification_loss`);
+- contrastive visual prompt tuning loss L_CVPT (:func:`cvpt_loss`, ``cvpt_pairing``);
+- loss = GSF + w·L_CVPT; Adam(lr 5e-3) on head, prompts, keys and mask, never reset;
+- head initialised as timm initialises a ViT's Linear layers (trunc-normal std 0.02, zero
+  bias; ``head_init: timm``), as the official code's head is.
 
 MVP-R is the same learner with ``uses_memory = True``: the engine mixes correctly labelled
-replay samples into each batch (the official MVP-R mislabels them; spec §3).
+replay samples into each batch (the official MVP-R mislabels them).
 """
 
 from __future__ import annotations
@@ -47,11 +54,20 @@ from strategies.continual.prompts import (
 
 @dataclass
 class MVPOptions:
-    """MVP hyperparameters (defaults = spec §3 / the official code).
+    """MVP hyperparameters (defaults = the paper's settings as the official code runs them).
 
     ``use_mask``, ``use_gsf``, ``use_afs``, ``use_cvpt``, ``use_penalty`` switch the
     components off one by one for ablations (all off ≈ DualPrompt-style prompt tuning with
     top-1 key matching and no key loss).
+
+    - ``gsf_reduction``: ``batch`` (official) or ``sample``, see :func:`gsf_loss`;
+    - ``gsf_features``: which features and logits the GSF gradients g_i, ḡ are computed
+      from, ``raw`` (un-scaled features, non-AFS masked logits; official) or ``afs`` (the
+      AFS-scaled ones the CE uses); the same thing when ``use_afs`` is off;
+    - ``cvpt_pairing``: ``all_pairs`` (official broadcasting) or ``own_key``, see
+      :func:`cvpt_loss`;
+    - ``head_init``: ``timm`` (trunc-normal std 0.02, zero bias; official) or ``torch``
+      (``nn.Linear``'s U(±1/√D)), see :func:`strategies.continual.prompts.linear_head`.
     """
 
     lr: float = 5e-3
@@ -67,10 +83,13 @@ class MVPOptions:
     gsf_alpha: float = 0.5
     gsf_gamma: float = 2.0
     gsf_reduction: Literal["batch", "sample"] = "batch"
+    gsf_features: Literal["raw", "afs"] = "raw"
     use_afs: bool = True
     afs_margin: float = 0.5
     use_cvpt: bool = True
     cvpt_weight: float = 1.0
+    cvpt_pairing: Literal["all_pairs", "own_key"] = "all_pairs"
+    head_init: Literal["timm", "torch"] = "timm"
 
     def validate(self, prefix: str) -> None:
         require(self.lr > 0, f"{prefix}.lr", f"must be > 0, got {self.lr}")
@@ -110,22 +129,52 @@ def afs_features(features: Tensor, weight: Tensor, labels: Tensor, margin: float
     return features / (1.0 - cos + margin).unsqueeze(1)
 
 
-def cvpt_loss(distance: Tensor, keys: Tensor, selected: Tensor, counts: Tensor) -> Tensor:
-    """Contrastive visual prompt tuning loss (spec §3).
+CVPT_PAIRINGS = ("all_pairs", "own_key")
 
-    With ``m = n + 1``, key–key cosine distances ``D`` (P×P) and the query-to-selected-key
-    distance ``d_i = 1 − cos(q_i, k_{s_i})``::
 
-        L = −log( A / (Q + A) + 1e−6 ),   A = mean_{i,j} exp(D[s_i, j] / m[s_i]),
-                                          Q = mean_i exp(d_i / m[s_i])
+def cvpt_loss(
+    distance: Tensor,
+    keys: Tensor,
+    selected: Tensor,
+    counts: Tensor,
+    pairing: str = "all_pairs",
+) -> Tensor:
+    """Contrastive visual prompt tuning loss L_CVPT (Moon et al., ICCV 2023).
 
-    ``distance`` is the (B, P) query–key distance matrix (gradient flows to the keys).
+    With ``m = n + 1`` (n = training selections of each key), key–key cosine distances
+    ``D[a, b] = 1 − cos(k_a, k_b)`` (P×P), the selected key ``s_i`` and the query-to-selected-key
+    distance ``d_i = 1 − cos(q_i, k_{s_i})`` of the B samples::
+
+        L = −log( A / (Q + A) + 1e−6 )
+
+    ``all_pairs`` (default, the official code): it writes ``D[s]/m[s]`` and ``d/m[s]``
+    with ``s`` of shape (B, 1), so ``D[s]`` is (B, 1, P), ``m[s]`` is (B, 1) and ``d`` is
+    (B,); broadcasting gives a (B, B, P) tensor with entry [i, j, c] = D[s_i, c] / m[s_j]
+    and a (B, B) one with entry [j, i] = d_i / m[s_j]: every sample's distances are divided
+    by every batch sample's key count before the means::
+
+        A = 1/(B²P) Σ_i Σ_j Σ_c exp(D[s_i, c] / m[s_j])
+        Q = 1/B²    Σ_i Σ_j     exp(d_i / m[s_j])
+
+    ``own_key``: each sample paired with its own key's count only::
+
+        A = 1/(BP) Σ_i Σ_c exp(D[s_i, c] / m[s_i])
+        Q = 1/B    Σ_i     exp(d_i / m[s_i])
+
+    The two agree whenever all selected keys have the same count. ``distance`` is the
+    (B, P) query–key distance matrix (gradient flows to the keys through it and ``D``).
     """
-    mass = (counts.to(keys.dtype) + 1.0)[selected]  # (B,)
-    key_distance = cosine_distance(keys, keys)  # (P, P)
-    attract = torch.exp(key_distance[selected] / mass.unsqueeze(1)).mean()
-    d = distance.gather(1, selected.unsqueeze(1)).squeeze(1)
-    pull = torch.exp(d / mass).mean()
+    mass = (counts.to(keys.dtype) + 1.0)[selected]  # (B,) = m[s_i]
+    key_distance = cosine_distance(keys, keys)[selected]  # (B, P) = D[s_i, :]
+    d = distance.gather(1, selected.unsqueeze(1)).squeeze(1)  # (B,) = d_i
+    if pairing == "all_pairs":
+        attract = torch.exp(key_distance.unsqueeze(1) / mass.view(1, -1, 1)).mean()  # (B,B,P)
+        pull = torch.exp(d.unsqueeze(0) / mass.unsqueeze(1)).mean()  # (B, B)
+    elif pairing == "own_key":
+        attract = torch.exp(key_distance / mass.unsqueeze(1)).mean()  # (B, P)
+        pull = torch.exp(d / mass).mean()  # (B,)
+    else:
+        raise ValueError(f"cvpt_pairing must be one of {CVPT_PAIRINGS}, got {pairing!r}")
     return -torch.log(attract / (pull + attract) + 1e-6)
 
 
@@ -140,8 +189,10 @@ def gsf_ignorance(features: Tensor, logits: Tensor, scale: Tensor, labels: Tenso
         ḡ_c   = ∂(mean_j CE_j)/∂W_c = (1/B)·Σ_j (p_jc − [c = y_j])·s_jc·f_j
               i.e. Ḡ = ((P − Y) ⊙ S)ᵀ F / B  (C×D)
 
-    ``features`` are the features the loss uses (AFS-scaled when AFS is on), treated as
-    constants (the spec's "head copy, features detached").
+    ``features`` and ``logits`` must belong together (``logits`` computed from
+    ``features``): the raw features and un-scaled logits (``gsf_features: raw``) or the
+    AFS-scaled ones (``afs``), see :func:`classification_loss`. Everything is treated as a
+    constant (a copy of the head, features detached).
     """
     features, logits, scale = features.detach(), logits.detach(), scale.detach()
     probs = torch.softmax(logits, dim=1)
@@ -189,12 +240,57 @@ def gsf_loss(
     raise ValueError(f"gsf_reduction must be 'batch' or 'sample', got {reduction!r}")
 
 
+GSF_FEATURES = ("raw", "afs")
+
+
+def classification_loss(
+    features: Tensor,
+    head: nn.Linear,
+    scale: Tensor,
+    exposed: Tensor,
+    labels: Tensor,
+    options: MVPOptions,
+) -> tuple[Tensor, Tensor]:
+    """MVP's classification term and the (AFS) logits it uses, from the prompted features.
+
+    The CE is taken on ``z̃_i = (W f̃_i + b) ⊙ s_i`` (exposed-class mask applied), with
+    ``f̃_i = afs(f_i)`` when ``use_afs`` is on (else ``f̃_i = f_i``). With ``use_gsf`` it
+    is weighted by ``ign_i = 1 − cos(g_i, ḡ_{y_i})`` (:func:`gsf_ignorance`,
+    :func:`gsf_loss`) where g_i and ḡ are the head-row gradients of the CE of
+    ``gsf_features``:
+
+    - ``raw`` (default, the official code): of ``z_i = (W f_i + b) ⊙ s_i``, the un-scaled
+      features and non-AFS masked logits, although the CE itself uses z̃;
+    - ``afs``: of z̃ itself, ``∂CE(z̃_i)/∂W``, with the AFS-scaled features.
+
+    Returns ``(loss_cls, z̃)``.
+    """
+    o = options
+    loss_features = (
+        afs_features(features, head.weight, labels, o.afs_margin) if o.use_afs else features
+    )
+    logits = scaled_logits(loss_features, head, scale, exposed)
+    ce = F.cross_entropy(logits, labels, reduction="none")
+    if not o.use_gsf:
+        return ce.mean(), logits
+    if o.gsf_features == "raw":
+        gsf_feats = features.detach()
+        with torch.no_grad():
+            gsf_logits = scaled_logits(gsf_feats, head, scale, exposed) if o.use_afs else logits
+    elif o.gsf_features == "afs":
+        gsf_feats, gsf_logits = loss_features, logits
+    else:
+        raise ValueError(f"gsf_features must be one of {GSF_FEATURES}, got {o.gsf_features!r}")
+    ignorance = gsf_ignorance(gsf_feats, gsf_logits, scale, labels)
+    return gsf_loss(ce, ignorance, o.gsf_alpha, o.gsf_gamma, o.gsf_reduction), logits
+
+
 # ---------------------------------------------------------------- learner
 
 
 @register("mvp")
 class MVP(PromptLearner):
-    """MVP without replay (spec §3). Trainable: head, G/E-prompts, keys, logit mask."""
+    """MVP without replay. Trainable: head, G/E-prompts, keys, logit mask."""
 
     Options = MVPOptions
     uses_memory = False
@@ -267,20 +363,11 @@ class MVP(PromptLearner):
         distance, selected = self._select(tokens)
         features = self._features(tokens, selected)
         scale = self._scale(selected, features)
-        loss_features = (
-            afs_features(features, self.head.weight, y, o.afs_margin) if o.use_afs else features
-        )
-        logits = scaled_logits(loss_features, self.head, scale, exposed)
-        ce = F.cross_entropy(logits, y, reduction="none")
-        if o.use_gsf:
-            ignorance = gsf_ignorance(loss_features, logits, scale, y)
-            loss_cls = gsf_loss(ce, ignorance, o.gsf_alpha, o.gsf_gamma, o.gsf_reduction)
-        else:
-            loss_cls = ce.mean()
+        loss_cls, logits = classification_loss(features, self.head, scale, exposed, y, o)
         loss = loss_cls
         loss_cvpt = torch.zeros((), device=loss.device)
         if o.use_cvpt:
-            loss_cvpt = cvpt_loss(distance, self.keys, selected, self.counts)
+            loss_cvpt = cvpt_loss(distance, self.keys, selected, self.counts, o.cvpt_pairing)
             loss = loss + o.cvpt_weight * loss_cvpt
         self.step(loss)
         with torch.no_grad():
@@ -302,10 +389,13 @@ class MVPR(MVP):
 
 
 __all__ = [
+    "CVPT_PAIRINGS",
+    "GSF_FEATURES",
     "MVP",
     "MVPR",
     "MVPOptions",
     "afs_features",
+    "classification_loss",
     "cvpt_loss",
     "gsf_ignorance",
     "gsf_ignorance_reference",

@@ -1,10 +1,10 @@
 """Prompt machinery shared by MVP, L2P and DualPrompt: a frozen timm ViT driven block by
 block, key–query selection, and a learner base class.
 
-Prompt tuning (Lester et al. 2021; DualPrompt's "Pro-T"; MVP spec §3): at a prompted layer
-``l`` the prompt tokens ``P_l`` (B, L_p, D) are **appended** to the token sequence, block
-``l`` runs on the longer sequence, and the output is **truncated** back to the original
-token count, so only the first N tokens flow on::
+Prompt tuning (Lester et al. 2021; DualPrompt's "Pro-T"; MVP, Moon et al. ICCV 2023): at a
+prompted layer ``l`` the prompt tokens ``P_l`` (B, L_p, D) are **appended** to the token
+sequence, block ``l`` runs on the longer sequence, and the output is **truncated** back to
+the original token count, so only the first N tokens flow on::
 
     h_{l+1} = Block_l([h_l ; P_l])[:, :N]
 
@@ -21,6 +21,7 @@ a few MB instead of 344 MB.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -173,20 +174,68 @@ def normal_(tensor: Tensor, generator: torch.Generator, std: float = 1.0) -> Ten
     return tensor
 
 
-def linear_head(in_features: int, out_features: int, generator: torch.Generator) -> nn.Linear:
-    """``nn.Linear`` with PyTorch's default ranges, U(±1/√D), drawn from ``generator``."""
+def trunc_normal_(
+    tensor: Tensor,
+    generator: torch.Generator,
+    std: float = 1.0,
+    mean: float = 0.0,
+    a: float = -2.0,
+    b: float = 2.0,
+) -> Tensor:
+    """In-place truncated normal from an explicit generator, draw for draw the algorithm of
+    ``timm.layers.trunc_normal_`` (inverse-CDF of a uniform on [2Φ(α)−1, 2Φ(β)−1],
+    α = (a − mean)/std, β = (b − mean)/std, then ``erfinv·std·√2 + mean``, clamped to
+    [a, b]). As in timm, ``a`` and ``b`` are **absolute** bounds, not multiples of ``std``:
+    with ``std=0.02`` and the default ±2 they sit at ±100σ, so this is N(0, 0.02²) in
+    practice. Seeded like the global RNG, it returns timm's values bit for bit (tested)."""
+
+    def cdf(x: float) -> float:
+        return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
+
+    low, high = cdf((a - mean) / std), cdf((b - mean) / std)
+    with torch.no_grad():
+        tensor.uniform_(2.0 * low - 1.0, 2.0 * high - 1.0, generator=generator)
+        tensor.erfinv_()
+        tensor.mul_(std * math.sqrt(2.0))
+        tensor.add_(mean)
+        tensor.clamp_(min=a, max=b)
+    return tensor
+
+
+HEAD_INITS = ("timm", "torch")
+
+
+def linear_head(
+    in_features: int, out_features: int, generator: torch.Generator, init: str = "timm"
+) -> nn.Linear:
+    """Linear classification head initialised from ``generator``.
+
+    - ``timm`` (default): timm's ViT initialisation of Linear layers, which the official
+      Si-Blurry code (Moon et al., ICCV 2023) gets for the head of MVP, L2P and DualPrompt
+      through ``timm.create_model(..., num_classes=C)``: weight ~ trunc-normal(std 0.02,
+      absolute bounds ±2, :func:`trunc_normal_`), bias = 0;
+    - ``torch``: PyTorch's ``nn.Linear`` default ranges, weight and bias ~ U(±1/√D).
+    """
     head = nn.Linear(in_features, out_features)
-    bound = 1.0 / in_features**0.5
-    uniform_(head.weight, -bound, bound, generator)
-    uniform_(head.bias, -bound, bound, generator)
+    if init == "timm":
+        trunc_normal_(head.weight, generator, std=0.02)
+        with torch.no_grad():
+            head.bias.zero_()
+    elif init == "torch":
+        bound = 1.0 / in_features**0.5
+        uniform_(head.weight, -bound, bound, generator)
+        uniform_(head.bias, -bound, bound, generator)
+    else:
+        raise ValueError(f"head init must be one of {HEAD_INITS}, got {init!r}")
     return head
 
 
 class PromptLearner(ContinualLearner):
     """Base class of the prompt learners: frozen :class:`PromptedViT` in ``self.backbone``,
-    a linear head, an Adam optimizer over the trainable parameters (built by
-    :meth:`build_optimizer` at the end of the subclass constructor) whose state travels in
-    ``state_dict()`` through ``get_extra_state``; the frozen ViT weights do not."""
+    a linear head (:func:`linear_head`, initialised as ``options.head_init`` says), an Adam
+    optimizer over the trainable parameters (built by :meth:`build_optimizer` at the end of
+    the subclass constructor) whose state travels in ``state_dict()`` through
+    ``get_extra_state``; the frozen ViT weights do not."""
 
     def __init__(
         self,
@@ -199,7 +248,8 @@ class PromptLearner(ContinualLearner):
         super().__init__(options, model_factory, num_classes, device, seed)
         self.backbone = PromptedViT(vit_of(model_factory()))
         self.generator = torch.Generator().manual_seed(int(seed))
-        self.head = linear_head(self.backbone.embed_dim, num_classes, self.generator)
+        init = getattr(options, "head_init", "timm")
+        self.head = linear_head(self.backbone.embed_dim, num_classes, self.generator, init)
         self.optimizer: torch.optim.Optimizer | None = None
         self.register_state_dict_post_hook(_drop_frozen_backbone)
         self.register_load_state_dict_post_hook(_ignore_missing_backbone)
@@ -251,6 +301,7 @@ def layer_map(layers: Iterable[int], prompts: Iterable[Tensor]) -> dict[int, Ten
 
 
 __all__ = [
+    "HEAD_INITS",
     "PromptLearner",
     "PromptedViT",
     "check_prompt_layers",
@@ -260,5 +311,6 @@ __all__ = [
     "linear_head",
     "normal_",
     "prefix_block",
+    "trunc_normal_",
     "uniform_",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import timm.layers
 import torch
 from torch import nn
 
@@ -15,7 +16,9 @@ from strategies.continual import CONTINUAL_LEARNERS, parse_options
 from strategies.continual.mvp import (
     MVP,
     MVPR,
+    MVPOptions,
     afs_features,
+    classification_loss,
     cvpt_loss,
     gsf_ignorance,
     gsf_ignorance_reference,
@@ -23,7 +26,7 @@ from strategies.continual.mvp import (
     mask_scale,
     penalised_selection,
 )
-from strategies.continual.prompts import cosine_distance
+from strategies.continual.prompts import cosine_distance, linear_head, trunc_normal_
 
 TINY = {"img_size": 8, "patch_size": 4, "embed_dim": 24, "depth": 5, "num_heads": 3}
 NUM_CLASSES = 6
@@ -69,15 +72,93 @@ def test_cvpt_loss_matches_hand_computation():
     keys = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     query = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
     selected = torch.tensor([0, 1])
-    counts = torch.tensor([1, 0])  # m = [2, 1]
+    counts = torch.tensor([1, 0])  # m = [2, 1], m[s] = [2, 1]
     distance = cosine_distance(query, keys)
-    # D = [[0, 1], [1, 0]]; rows D[s] / m[s]: [0, 1/2] and [1, 0]
+    # D = [[0, 1], [1, 0]]; d = [1 − cos((1,0),(1,0)), 1 − cos((1,1),(0,1))] = [0, 1 − 1/√2]
+    r = 1 - 1 / math.sqrt(2)
+    # own_key: rows D[s_i] / m[s_i] = [0, 1/2] and [1, 0]; d_i / m[s_i] = [0, r]
     attract = (1 + math.exp(0.5) + math.exp(1.0) + 1) / 4
-    # d = [1 − cos((1,0),(1,0)), 1 − cos((1,1),(0,1))] = [0, 1 − 1/√2], divided by m[s]
-    pull = (math.exp(0.0) + math.exp(1 - 1 / math.sqrt(2))) / 2
-    expected = -math.log(attract / (pull + attract) + 1e-6)
-    got = cvpt_loss(distance, keys, selected, counts)
-    assert got.item() == pytest.approx(expected, rel=1e-6)
+    pull = (math.exp(0.0) + math.exp(r)) / 2
+    own = -math.log(attract / (pull + attract) + 1e-6)
+    assert cvpt_loss(distance, keys, selected, counts, "own_key").item() == pytest.approx(own)
+    # all_pairs: both rows [0, 1] and [1, 0] divided by m = 2 and by m = 1 (8 terms);
+    # d = [0, r] divided by m = 2 and by m = 1 (4 terms)
+    attract = (4 + 2 * math.exp(0.5) + 2 * math.exp(1.0)) / 8
+    pull = (2 + math.exp(r / 2) + math.exp(r)) / 4
+    every = -math.log(attract / (pull + attract) + 1e-6)
+    assert cvpt_loss(distance, keys, selected, counts, "all_pairs").item() == pytest.approx(every)
+    assert cvpt_loss(distance, keys, selected, counts).item() == pytest.approx(every)  # default
+    with pytest.raises(ValueError):
+        cvpt_loss(distance, keys, selected, counts, "pairs")
+
+
+def _cos(u, v):
+    dot = sum(a * b for a, b in zip(u, v, strict=True))
+    return dot / math.sqrt(sum(a * a for a in u) * sum(b * b for b in v))
+
+
+def cvpt_by_loops(query, keys, selected, counts, pairing):
+    """L_CVPT with explicit loops over samples i, j and keys c, in double precision."""
+    q, k, s = query.tolist(), keys.tolist(), selected.tolist()
+    m = [n + 1 for n in counts.tolist()]
+    batch, pool = len(q), len(k)
+    key_dist = [[1 - _cos(k[a], k[b]) for b in range(pool)] for a in range(pool)]
+    d = [1 - _cos(q[i], k[s[i]]) for i in range(batch)]
+    if pairing == "all_pairs":  # sample i's distances over sample j's key count, all (i, j)
+        attract = sum(
+            math.exp(key_dist[s[i]][c] / m[s[j]])
+            for i in range(batch)
+            for j in range(batch)
+            for c in range(pool)
+        ) / (batch * batch * pool)
+        pull = sum(math.exp(d[i] / m[s[j]]) for i in range(batch) for j in range(batch))
+        pull /= batch * batch
+    else:  # own_key
+        attract = sum(
+            math.exp(key_dist[s[i]][c] / m[s[i]]) for i in range(batch) for c in range(pool)
+        ) / (batch * pool)
+        pull = sum(math.exp(d[i] / m[s[i]]) for i in range(batch)) / batch
+    return -math.log(attract / (pull + attract) + 1e-6)
+
+
+CVPT_CASES = {
+    # name: (selected, counts); B = 4 samples, P = 3 keys
+    "unequal": ([0, 1, 1, 2], [0, 2, 5]),  # m[s] = [1, 3, 3, 6]
+    "equal_counts": ([0, 1, 1, 2], [3, 3, 3]),
+    "selected_share_count": ([0, 1, 1, 0], [2, 2, 9]),  # key 2 (other count) unused
+}
+
+
+@pytest.mark.parametrize("case", sorted(CVPT_CASES))
+@pytest.mark.parametrize("pairing", ["all_pairs", "own_key"])
+def test_cvpt_loss_matches_loop_computation(pairing, case):
+    g = torch.Generator().manual_seed(3)
+    keys = torch.randn(3, 6, generator=g, requires_grad=True)
+    query = torch.randn(4, 6, generator=g)
+    selected, counts = (torch.tensor(v) for v in CVPT_CASES[case])
+    got = cvpt_loss(cosine_distance(query, keys), keys, selected, counts, pairing)
+    expected = cvpt_by_loops(query, keys.detach(), selected, counts, pairing)
+    assert got.item() == pytest.approx(expected, abs=1e-6)
+    got.backward()
+    assert keys.grad is not None and keys.grad.abs().sum() > 0
+
+
+def test_cvpt_pairings_differ_exactly_when_selected_key_counts_differ():
+    g = torch.Generator().manual_seed(3)
+    keys, query = torch.randn(3, 6, generator=g), torch.randn(4, 6, generator=g)
+    distance = cosine_distance(query, keys)
+
+    def both(case):
+        selected, counts = (torch.tensor(v) for v in CVPT_CASES[case])
+        return [
+            cvpt_loss(distance, keys, selected, counts, p).item() for p in ("all_pairs", "own_key")
+        ]
+
+    every, own = both("unequal")
+    assert abs(every - own) > 1e-3
+    for case in ("equal_counts", "selected_share_count"):
+        every, own = both(case)
+        assert every == pytest.approx(own, abs=1e-6)
 
 
 def test_gsf_ignorance_hand_example():
@@ -129,6 +210,104 @@ def test_batched_gsf_equals_per_sample_autograd(seed):
     assert fast.std() > 0  # not a degenerate constant
 
 
+def classification_loss_by_loops(
+    features, weight, bias, scale, exposed, labels, gsf_features, reduction, use_afs=True
+):
+    """MVP's GSF-weighted CE written out sample by sample, with one autograd call per
+    sample on a copy of the head weight (α = 0.5, γ = 2, AFS margin 0.5)."""
+    alpha, gamma, margin = 0.5, 2.0, 0.5
+    batch = features.shape[0]
+    rows = [features[i] for i in range(batch)]
+
+    def afs(i):
+        f, w = rows[i], weight[labels[i]]
+        cos = float(w @ f) / (float(w.norm()) * float(f.norm()))
+        return f / (1 - cos + margin)
+
+    loss_rows = [afs(i) for i in range(batch)] if use_afs else rows
+
+    def ce(w, f, i):
+        z = (w @ f + bias) * scale[i]
+        z = torch.where(exposed, z, torch.full_like(z, float("-inf")))
+        return -torch.log_softmax(z, dim=0)[labels[i]]
+
+    grad_rows = rows if gsf_features == "raw" else loss_rows
+    w = weight.detach().clone().requires_grad_(True)
+    g = [torch.autograd.grad(ce(w, grad_rows[i], i), w)[0][labels[i]] for i in range(batch)]
+    mean_ce = sum(ce(w, grad_rows[i], i) for i in range(batch)) / batch
+    (g_bar,) = torch.autograd.grad(mean_ce, w)
+    ign = [1 - _cos(g[i].tolist(), g_bar[labels[i]].tolist()) for i in range(batch)]
+    ces = [float(ce(weight, loss_rows[i], i)) for i in range(batch)]
+    if reduction == "batch":
+        return sum(ces) / batch * ((1 - alpha) + alpha * sum(v**gamma for v in ign) / batch)
+    return sum(((1 - alpha) + alpha * v**gamma) * c for v, c in zip(ign, ces, strict=True)) / batch
+
+
+def gsf_case(seed=0):
+    """B = 4 samples, C = 5 classes (class 4 unexposed), D = 6 features, random mask scale."""
+    g = torch.Generator().manual_seed(seed)
+    head = nn.Linear(6, 5)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(5, 6, generator=g))
+        head.bias.copy_(torch.randn(5, generator=g))
+    features = torch.randn(4, 6, generator=g)
+    scale = mask_scale(torch.randn(3, 5, generator=g), torch.tensor([0, 2, 1, 2]))
+    exposed = torch.tensor([True, True, True, True, False])
+    labels = torch.tensor([0, 2, 2, 3])
+    return features, head, scale, exposed, labels
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("reduction", ["batch", "sample"])
+@pytest.mark.parametrize("gsf_features", ["raw", "afs"])
+def test_classification_loss_matches_loop_computation(gsf_features, reduction, seed):
+    features, head, scale, exposed, labels = gsf_case(seed)
+    options = MVPOptions(gsf_features=gsf_features, gsf_reduction=reduction)
+    got, logits = classification_loss(features, head, scale, exposed, labels, options)
+    expected = classification_loss_by_loops(
+        features,
+        head.weight.detach(),
+        head.bias.detach(),
+        scale,
+        exposed,
+        labels,
+        gsf_features,
+        reduction,
+    )
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+    # the returned logits are the AFS ones the CE uses
+    scaled = afs_features(features, head.weight, labels, 0.5)
+    assert torch.allclose(logits, (head(scaled) * scale).masked_fill(~exposed, float("-inf")))
+
+
+def test_gsf_feature_variants_differ_only_with_afs():
+    features, head, scale, exposed, labels = gsf_case()
+    raw, afs = (
+        classification_loss(features, head, scale, exposed, labels, MVPOptions(gsf_features=v))[0]
+        for v in ("raw", "afs")
+    )
+    assert abs(raw.item() - afs.item()) > 1e-3
+    raw, afs = (
+        classification_loss(
+            features, head, scale, exposed, labels, MVPOptions(gsf_features=v, use_afs=False)
+        )[0]
+        for v in ("raw", "afs")
+    )
+    assert raw.item() == pytest.approx(afs.item(), rel=1e-6)
+    expected = classification_loss_by_loops(
+        features,
+        head.weight.detach(),
+        head.bias.detach(),
+        scale,
+        exposed,
+        labels,
+        "raw",
+        "batch",
+        use_afs=False,
+    )
+    assert raw.item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_afs_scale_and_gradient_path():
     features = torch.tensor([[3.0, 4.0]], requires_grad=True)
     weight = torch.tensor([[1.0, 0.0]], requires_grad=True)
@@ -167,7 +346,7 @@ def test_mvp_shapes_masks_and_initial_logit_scale():
 
 
 def test_trainable_parameter_count_matches_spec():
-    """≈554k trainable parameters for D = 768, C = 100 (spec §3)."""
+    """≈554k trainable parameters for D = 768, C = 100 (the paper's setting)."""
     options = {"img_size": 16, "patch_size": 16, "embed_dim": 768, "depth": 5, "num_heads": 12}
     learner = MVP(
         parse_options(MVP, {}),
@@ -213,6 +392,105 @@ def test_gsf_reduction_option_changes_the_loss_and_is_checked():
     with pytest.raises(ConfigError) as info:
         parse_options(MVP, {"gsf_reduction": "mean"})
     assert info.value.key == "strategy.options.gsf_reduction"
+
+
+@pytest.mark.parametrize("gsf_features", ["raw", "afs"])
+def test_train_step_gsf_loss_matches_loop_computation(gsf_features):
+    learner = make(gsf_features=gsf_features)
+    x, y, exposed = batch()
+    with torch.no_grad():
+        tokens = learner.backbone.tokens(x)
+        _, selected = learner._select(tokens)
+        features = learner._features(tokens, selected)
+        scale = learner._scale(selected, features)
+    head = learner.head
+    expected = classification_loss_by_loops(
+        features, head.weight.detach(), head.bias.detach(), scale, exposed, y, gsf_features, "batch"
+    )
+    assert learner.train_step(x, y, exposed)["loss_cls"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_gsf_features_option_changes_the_loss_and_is_checked():
+    x, y, exposed = batch()
+    raw, afs = (make(gsf_features=v).train_step(x, y, exposed) for v in ("raw", "afs"))
+    assert raw["loss_cls"] != pytest.approx(afs["loss_cls"], rel=1e-6)
+    assert raw["loss_cvpt"] == afs["loss_cvpt"]
+    assert MVPOptions().gsf_features == "raw"
+    with pytest.raises(ConfigError) as info:
+        parse_options(MVP, {"gsf_features": "scaled"})
+    assert info.value.key == "strategy.options.gsf_features"
+
+
+@pytest.mark.parametrize("pairing", ["all_pairs", "own_key"])
+def test_train_step_cvpt_loss_matches_loop_computation(pairing):
+    # no selection penalty so that several keys (with different counts) get selected
+    learner = make(cvpt_pairing=pairing, use_penalty=False)
+    with torch.no_grad():
+        learner.counts.copy_(torch.arange(10))
+    x, y, exposed = batch()
+    with torch.no_grad():
+        tokens = learner.backbone.tokens(x)
+        query = learner.backbone.query(tokens, final=False)
+        _, selected = learner._select(tokens)
+    assert len(set(learner.counts[selected].tolist())) > 1  # unequal key counts in the batch
+    keys = learner.keys.detach().clone()
+    expected = cvpt_by_loops(query, keys, selected, learner.counts.clone(), pairing)
+    assert learner.train_step(x, y, exposed)["loss_cvpt"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_cvpt_pairing_option_is_checked_and_defaults_to_all_pairs():
+    assert MVPOptions().cvpt_pairing == "all_pairs"
+    with pytest.raises(ConfigError) as info:
+        parse_options(MVP, {"cvpt_pairing": "pairs"})
+    assert info.value.key == "strategy.options.cvpt_pairing"
+
+
+def test_trunc_normal_is_timms_draw_for_draw():
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        reference = timm.layers.trunc_normal_(torch.empty(100, 768), std=0.02)
+        ours = trunc_normal_(torch.empty(100, 768), torch.Generator().manual_seed(seed), std=0.02)
+        assert torch.equal(ours, reference)
+    # std 0.02 with timm's absolute bounds ±2 (= ±100σ): an untruncated N(0, 0.02²) in practice
+    assert ours.std().item() == pytest.approx(0.02, rel=0.02)
+    assert abs(ours.mean().item()) < 1e-3
+    assert ours.abs().max().item() < 6 * 0.02
+    # the bounds are absolute values, not multiples of std
+    torch.manual_seed(2)
+    reference = timm.layers.trunc_normal_(torch.empty(10_000), std=0.02, a=-0.01, b=0.03)
+    ours = trunc_normal_(
+        torch.empty(10_000), torch.Generator().manual_seed(2), 0.02, 0, -0.01, 0.03
+    )
+    assert torch.equal(ours, reference)
+    assert ours.min().item() >= -0.01 and ours.max().item() <= 0.03
+
+
+def test_linear_head_inits():
+    timm_head = linear_head(768, 100, torch.Generator().manual_seed(0))
+    assert torch.all(timm_head.bias == 0)
+    assert timm_head.weight.std().item() == pytest.approx(0.02, rel=0.02)
+    torch_head = linear_head(768, 100, torch.Generator().manual_seed(0), "torch")
+    bound = 1 / math.sqrt(768)
+    assert torch_head.weight.abs().max().item() <= bound
+    assert torch_head.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+    assert torch_head.bias.abs().max().item() <= bound and torch.any(torch_head.bias != 0)
+    with pytest.raises(ValueError):
+        linear_head(4, 2, torch.Generator(), "xavier")
+
+
+@pytest.mark.parametrize("name", ["mvp", "mvp_r", "l2p", "dualprompt"])
+def test_prompt_learner_heads_use_timm_init_by_default(name):
+    learner = make(name, seed=3)
+    torch.manual_seed(3)  # the head is the first draw from the learner's seeded generator
+    reference = timm.layers.trunc_normal_(torch.empty(NUM_CLASSES, 24), std=0.02)
+    assert torch.equal(learner.head.weight.detach(), reference)
+    assert torch.all(learner.head.bias == 0)
+    legacy = make(name, seed=3, head_init="torch")
+    assert torch.any(legacy.head.bias != 0)
+    assert legacy.head.weight.abs().max().item() <= 1 / math.sqrt(24)
+    with pytest.raises(ConfigError) as info:
+        parse_options(CONTINUAL_LEARNERS.get(name), {"head_init": "zeros"})
+    assert info.value.key == "strategy.options.head_init"
 
 
 def test_mvp_trains_head_prompts_keys_and_mask():
