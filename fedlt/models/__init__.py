@@ -1,19 +1,22 @@
 """Model registry. A factory takes ``(num_classes, image_shape, **options)`` with
 ``image_shape = (C, H, W)`` and returns a :class:`FeatureModel` (or, for ViT learners, the
-module their strategy documents)."""
+module their strategy documents).
+
+Besides registered names and ``package.module:callable`` references, ``timm:<name>`` and
+``torchvision:<name>`` build a library model as the backbone (:mod:`fedlt.models.external`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 from fedlt.errors import ConfigError
 from fedlt.models.base import FeatureModel
-from fedlt.registry import Registry
+from fedlt.models.external import ModelRegistry
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+MODELS: ModelRegistry = ModelRegistry("model")
 
 # Importing the modules registers the models.
 from fedlt.models import cnn, resnet, vit  # noqa: E402, F401
@@ -25,8 +28,12 @@ def build_model(
     image_shape: tuple[int, int, int],
     options: dict[str, Any] | None = None,
 ) -> nn.Module:
-    """Build a registered model; bad options raise ConfigError naming ``model.options``."""
+    """Build a registered (or ``timm:`` / ``torchvision:``) model; bad options raise
+    ConfigError naming ``model.options``."""
     factory = MODELS.get(name, "model.name")
+    for key in ("num_classes", "image_shape"):
+        if key in (options or {}):
+            raise ConfigError(f"model.options.{key}", "not allowed: it comes from the data")
     try:
         return factory(num_classes=num_classes, image_shape=tuple(image_shape), **(options or {}))
     except TypeError as exc:
