@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from fedlt.errors import FedltError
+from fedlt.errors import FedltError, RunInterrupted
 
 console = Console()
 err_console = Console(stderr=True)
@@ -51,7 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", help="join an existing Ray cluster (or set RAY_ADDRESS)")
     run.add_argument("--run-dir", help="explicit run directory (must not exist)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("-v", "--verbose", action="store_true", help="show Flower/Ray logs")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: continue even though config.yaml was edited since the run started",
+    )
+    run.add_argument(
+        "-v", "--verbose", action="store_true", help="show Flower/Ray logs and error tracebacks"
+    )
 
     part = sub.add_parser("partition", help="build and inspect a client partition")
     _add_config_args(part)
@@ -71,6 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="tables and figures from run directories")
     report.add_argument("paths", nargs="+", help="run or sweep directories")
     report.add_argument("--out", help="report folder (default: <first path>/report)")
+    report.add_argument(
+        "--group-by",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY",
+        help="config keys (globs) that separate groups although ignored by default, "
+        "e.g. federated.eval_every",
+    )
+    report.add_argument(
+        "--ignore",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY",
+        help="more config keys (globs; a section name covers its keys) that do not separate "
+        "groups, e.g. federated.local_epochs",
+    )
 
     show = sub.add_parser("config", help="print the resolved config")
     _add_config_args(show)
@@ -81,7 +109,9 @@ def print_summary(summary: dict, run_dir: Path) -> None:
     """A table of the final metrics, headline modes first."""
     final = summary.get("final", {})
     table = Table(
-        title=f"{summary.get('name')} · {summary.get('strategy')} · seed {summary.get('seed')}"
+        title=escape(
+            f"{summary.get('name')} · {summary.get('strategy')} · seed {summary.get('seed')}"
+        )
     )
     if summary.get("engine") == "continual":
         table.add_column("metric")
@@ -124,7 +154,9 @@ def print_summary(summary: dict, run_dir: Path) -> None:
                     fmt("mass"),
                 )
     console.print(table)
-    console.print(f"run directory: [bold]{run_dir}[/bold]  (* = headline mode)")
+    console.print(
+        f"run directory: [bold]{escape(str(run_dir))}[/bold]  (* = headline mode)", soft_wrap=True
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -133,6 +165,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.resume and (args.config or args.overrides):
         raise FedltError("--resume continues a run with its saved config; drop CONFIG/--set")
+    if args.resume and args.run_dir:
+        raise FedltError(
+            f"--resume continues a run in its own directory ({args.resume}); drop --run-dir"
+        )
+    if args.force and not args.resume:
+        raise FedltError("--force only applies to --resume (a changed config.yaml)")
     cfg = None if args.resume else load_config(args.config, args.overrides)
     if cfg is not None and args.verbose:
         cfg.logging.verbose = True
@@ -146,10 +184,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         progress=progress,
         ray_address=args.ray_address,
         verbose=verbose,
+        force=args.force,
     )
     summary = json.loads((path / "summary.json").read_text())
     print_summary(summary, path)
     return 0
+
+
+def _print_error(exc: BaseException, args: argparse.Namespace) -> None:
+    """``error: <message>`` on stderr, printed literally (no rich markup: messages hold paths
+    and values such as ``[[1]]``), not wrapped; with ``-v`` the traceback first."""
+    if getattr(args, "verbose", False):
+        traceback.print_exception(exc)
+    message = Text("error: ", style="bold red")
+    message.append(str(exc))
+    err_console.print(message, highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,15 +223,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from fedlt.report import report_command
 
-            return report_command(args.paths, args.out)
+            return report_command(args.paths, args.out, group_by=args.group_by, ignore=args.ignore)
         if args.command == "config":
             from fedlt.config import load_config
 
-            console.print(load_config(args.config, args.overrides).to_yaml(), end="")
+            text = load_config(args.config, args.overrides).to_yaml()
+            console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
             return 0
+    except RunInterrupted as exc:
+        err_console.print(f"interrupted: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_code
     except FedltError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}")
+        _print_error(exc, args)
         return 2
+    except OSError as exc:  # the file system refused something (disk full, permissions)
+        _print_error(exc, args)
+        return 1
     except KeyboardInterrupt:
         err_console.print("interrupted; a run can continue with `fedlt run --resume RUN_DIR`")
         return 130

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from fedlt.configtools import from_dict, require, to_dict
+from fedlt.configtools import from_dict, require, require_range, require_seed, to_dict
 from fedlt.continual.config import StreamConfig
 from fedlt.errors import ConfigError
 from fedlt.federated.config import FederatedConfig
@@ -74,16 +74,10 @@ class PartitionConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, prefix: str) -> None:
-        require(
-            self.num_clients >= 1, f"{prefix}.num_clients", f"must be >= 1, got {self.num_clients}"
-        )
-        require(self.alpha > 0, f"{prefix}.alpha", f"must be > 0, got {self.alpha}")
-        require(self.min_size >= 0, f"{prefix}.min_size", f"must be >= 0, got {self.min_size}")
-        require(
-            self.classes_per_client >= 1,
-            f"{prefix}.classes_per_client",
-            f"must be >= 1, got {self.classes_per_client}",
-        )
+        require_range(self.num_clients, f"{prefix}.num_clients", 1)
+        require_range(self.alpha, f"{prefix}.alpha", 0, low_open=True)
+        require_range(self.min_size, f"{prefix}.min_size", 0)
+        require_range(self.classes_per_client, f"{prefix}.classes_per_client", 1)
 
 
 @dataclass
@@ -137,6 +131,10 @@ class ResourcesConfig:
     on the CPU (``torch.set_flush_denormal``); arithmetic on denormals is one to two orders
     of magnitude slower, and FedLoGe's SSE-C can hold a few such entries (seed 1: a FedLoGe
     round took 1.7× longer without it, docs/fedloge.md). Only values below 1.2e-38 change.
+    ``pool_size``: simulated SuperNodes (workers) the Flower backend spreads the sampled
+    clients over, one cohort per node and round (None: as many as Ray can place with
+    ``num_cpus`` / ``num_gpus`` each). Results do not depend on it.
+    ``channels_last``: convolutional models train and evaluate in NHWC memory format.
     """
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -146,11 +144,20 @@ class ResourcesConfig:
     ray_num_cpus: int | None = None
     num_threads: int = 1
     flush_denormal: bool = True
+    pool_size: int | None = None
+    channels_last: bool = True
 
     def validate(self, prefix: str) -> None:
-        require(self.num_cpus > 0, f"{prefix}.num_cpus", f"must be > 0, got {self.num_cpus}")
-        require(self.num_gpus >= 0, f"{prefix}.num_gpus", f"must be >= 0, got {self.num_gpus}")
-        require(self.num_threads >= 0, f"{prefix}.num_threads", "must be >= 0")
+        require_range(self.num_cpus, f"{prefix}.num_cpus", 0, low_open=True)
+        require_range(self.num_gpus, f"{prefix}.num_gpus", 0)
+        if self.ray_num_cpus is not None:
+            require_range(self.ray_num_cpus, f"{prefix}.ray_num_cpus", 1)
+        require_range(self.num_threads, f"{prefix}.num_threads", 0)
+        require(
+            self.pool_size is None or self.pool_size >= 1,
+            f"{prefix}.pool_size",
+            f"must be >= 1 (or null for one per Ray worker), got {self.pool_size}",
+        )
 
 
 @dataclass
@@ -178,11 +185,94 @@ class ExperimentConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
+    def validate(self, prefix: str) -> None:
+        check_run_name(self.name, _join(prefix, "name"))
+        require_seed(self.seed, _join(prefix, "seed"))
+        require(bool(self.output_dir), _join(prefix, "output_dir"), "must not be empty")
+
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+RUN_NAME_MAX_BYTES = 200
+"""Room for the ``-YYYYmmdd-HHMMSS-N`` suffix within the usual 255-byte file-name limit."""
+
+
+def check_run_name(name: str, key: str = "name") -> None:
+    """A run name becomes one folder name: refuse ``/``, ``\\``, ``.``, ``..``, control
+    characters and names too long for a file system."""
+    expected = "expected a single folder name (no '/', '\\', '..' or control characters)"
+    if not name or name.strip() != name:
+        raise ConfigError(key, f"{expected}; got {name!r} (empty or padded with spaces)")
+    if name in (".", ".."):
+        raise ConfigError(key, f"{expected}; got {name!r}")
+    bad = next((c for c in name if c in "/\\" or ord(c) < 32 or 127 <= ord(c) < 160), None)
+    if bad is not None:
+        raise ConfigError(key, f"{expected}; {name!r} contains {bad!r}")
+    if len(name.encode()) > RUN_NAME_MAX_BYTES:
+        size = len(name.encode())
+        raise ConfigError(key, f"{expected}; at most {RUN_NAME_MAX_BYTES} bytes, got {size}")
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A YAML mapping gives the same key twice (PyYAML would silently keep the last)."""
+
+    def __init__(self, key: str, line: int, first_line: int) -> None:
+        self.key = key
+        self.line = line
+        self.first_line = first_line
+        super().__init__(
+            f"line {line}: duplicate key {key!r} (first given on line {first_line}); "
+            "give each key once"
+        )
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys (see :func:`load_yaml_text`)."""
+
+
+def _check_unique_keys(node: yaml.Node, path: str, seen: set[int]) -> None:
+    """Raise DuplicateKeyError for the first mapping (depth first) that repeats a key."""
+    if id(node) in seen:  # an alias: already checked
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_unique_keys(item, f"{path}[{i}]", seen)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first: dict[tuple[str, str], int] = {}
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+            continue
+        dotted = _join(path, str(key_node.value))
+        identity = (key_node.tag, key_node.value)
+        line = key_node.start_mark.line + 1
+        if identity in first:
+            raise DuplicateKeyError(dotted, line, first[identity])
+        first[identity] = line
+        _check_unique_keys(value_node, dotted, seen)
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse one YAML document safely, refusing duplicate keys (named by dotted path)."""
+    loader = UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_unique_keys(node, "", set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -196,7 +286,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError("--set", f"bad key in {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml_text(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(key, f"cannot parse value {raw!r} ({exc})") from exc
     return key.split("."), value
@@ -222,12 +312,18 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; errors name the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("", f"{path}: is a folder; expected an experiment YAML file")
     if not path.is_file():
         raise ConfigError("", f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml_text(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as exc:
+        raise ConfigError(exc.key, f"{path}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError("", f"{path}: not valid YAML ({exc})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("", f"{path}: cannot read the config file ({exc})") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -8,6 +8,7 @@ Used by :mod:`fedlt.config` and by every component with its own options dataclas
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -16,6 +17,9 @@ from fedlt.errors import ConfigError
 from fedlt.registry import did_you_mean
 
 T = TypeVar("T")
+
+INT64_LIMIT = 2**63
+"""Integers must satisfy ``-2**63 <= value < 2**63`` (they reach numpy/torch as int64)."""
 
 
 def _join(prefix: str, name: str) -> str:
@@ -82,20 +86,9 @@ def convert(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(key, f"expected true or false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(key, f"expected an integer, got {value!r}")
-        return value
+        return _convert_int(value, key)
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            if isinstance(value, str):
-                try:
-                    return float(value)  # YAML 1.1 reads "1e-4" as a string
-                except ValueError:
-                    pass
-            raise ConfigError(key, f"expected a number, got {value!r}")
-        return float(value)
+        return _convert_float(value, key)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a string, got {value!r}")
@@ -115,6 +108,31 @@ def convert(value: Any, tp: Any, key: str) -> Any:
             return {k: convert(v, args[1], _join(key, str(k))) for k, v in value.items()}
         return dict(value)
     return value
+
+
+def _convert_int(value: Any, key: str) -> int:
+    """An integer that fits in int64 (``3.0`` is accepted as 3)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+    if not -INT64_LIMIT <= value < INT64_LIMIT:
+        raise ConfigError(key, f"is out of range for a 64-bit integer [-2**63, 2**63): {value}")
+    return value
+
+
+def _convert_float(value: Any, key: str) -> float:
+    """A finite float; ``inf``, ``-inf`` and ``nan`` (``.inf``, ``.nan`` in YAML) are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(key, f"expected a number, got {value!r}")
+    try:
+        number = float(value)  # YAML 1.1 reads "1e-4" as a string
+    except (ValueError, OverflowError):
+        raise ConfigError(key, f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(key, f"must be a finite number, got {number}")
+    return number
 
 
 def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
@@ -162,6 +180,46 @@ def require(condition: bool, key: str, message: str) -> None:
         raise ConfigError(key, message)
 
 
+def require_range(
+    value: float,
+    key: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Raise ``ConfigError(key, ...)`` unless ``value`` lies in the interval described.
+
+    ``low``/``high`` are the bounds (None: unbounded on that side), closed unless
+    ``low_open``/``high_open``. The message states the interval, e.g. ``must lie in [0, 1)``.
+    """
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        raise ConfigError(key, f"{_interval(low, high, low_open, high_open)}, got {value}")
+
+
+def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    """``must be >= 1``, ``must be > 0`` or ``must lie in (0, 1]``."""
+    if high is None:
+        return f"must be {'>' if low_open else '>='} {_number(low)}"
+    if low is None:
+        return f"must be {'<' if high_open else '<='} {_number(high)}"
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+    return f"must lie in {left}{_number(low)}, {_number(high)}{right}"
+
+
+def _number(value: float | None) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def require_seed(value: int, key: str) -> None:
+    """Seeds are non-negative integers below 2**63 (what numpy and torch both accept)."""
+    if not 0 <= value < INT64_LIMIT:
+        raise ConfigError(key, f"must be an integer in [0, 2**63), got {value}")
+
+
 def field_default(cls: type, name: str) -> Any:
     for f in dataclasses.fields(cls):
         if f.name == name:
@@ -172,4 +230,14 @@ def field_default(cls: type, name: str) -> Any:
     raise KeyError(name)
 
 
-__all__ = ["convert", "field_default", "from_dict", "require", "to_dict", "typing"]
+__all__ = [
+    "INT64_LIMIT",
+    "convert",
+    "field_default",
+    "from_dict",
+    "require",
+    "require_range",
+    "require_seed",
+    "to_dict",
+    "typing",
+]

@@ -29,3 +29,18 @@ class PartitionError(FedltError, ValueError):
 
 class RunError(FedltError, RuntimeError):
     """A run cannot start, continue or resume (e.g. too many client failures)."""
+
+
+class RunInterrupted(FedltError):
+    """The run was stopped by a signal (Ctrl-C / SIGINT, SIGTERM) after writing a resumable
+    checkpoint. ``exit_code`` follows the shell convention 128 + signal number (130, 143)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(message)
+
+
+class PluginError(FedltError, RuntimeError):
+    """A user plug-in (``package.module:callable``) raised; the message names the plug-in:
+    ``partitioner 'mypkg.parts:skewed' raised ZeroDivisionError: division by zero``."""

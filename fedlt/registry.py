@@ -10,11 +10,12 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from fedlt.errors import ConfigError
+from fedlt.errors import ConfigError, FedltError, PluginError
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def did_you_mean(name: str, choices: list[str]) -> str:
@@ -32,6 +33,10 @@ def import_reference(reference: str, key: str = "") -> object:
         obj: object = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(key, f"cannot import module {module_name!r} ({exc})") from exc
+    except Exception as exc:  # the plug-in's module body itself raised (or a SyntaxError)
+        raise ConfigError(
+            key, f"importing module {module_name!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
     for part in attribute.split("."):
         try:
             obj = getattr(obj, part)
@@ -40,6 +45,21 @@ def import_reference(reference: str, key: str = "") -> object:
                 key, f"module {module_name!r} has no attribute {attribute!r}"
             ) from exc
     return obj
+
+
+def call_plugin(kind: str, name: str, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    """Call component ``fn`` (registered as, or imported from, ``name``).
+
+    fedlt's own errors pass through; any other exception becomes a :class:`PluginError`
+    naming the component, e.g. ``partitioner 'mod:fn' raised ZeroDivisionError: ...`` (the
+    original exception is chained, so ``fedlt -v`` shows its traceback).
+    """
+    try:
+        return fn(*args, **kwargs)
+    except FedltError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{kind} {name!r} raised {type(exc).__name__}: {exc}") from exc
 
 
 class Registry(Generic[T]):
@@ -65,6 +85,10 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def in_order(self) -> list[str]:
+        """The names in registration order (how ``fedlt report`` orders its methods)."""
+        return list(self._entries)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -48,7 +48,7 @@ def load_runtime(run: RunDirectory, threads: int):
 @torch.no_grad()
 def diagnose(runtime, checkpoint: Path) -> dict[str, float]:
     """Measure the global model stored in ``checkpoint`` on the balanced test set."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state"]
     strategy = runtime.strategy
     strategy.load_global(state["global_state"])
     strategy.model.eval()

@@ -47,6 +47,35 @@ def test_override_creates_missing_mapping():
         ("strategy.name=fedprox", None, None),
         ("model.name=resnet9", "model.name", "known: "),
         ("logging.progress=maybe", "logging.progress", "true or false"),
+        ("federated.lr=.inf", "federated.lr", "must be a finite number, got inf"),
+        ("federated.lr=-.inf", "federated.lr", "finite"),
+        ("federated.lr=.nan", "federated.lr", "finite"),
+        ("federated.lr=1e999", "federated.lr", "finite"),
+        ("federated.lr=0", "federated.lr", "must lie in (0, 10]"),
+        ("federated.lr=11", "federated.lr", "must lie in (0, 10]"),
+        ("federated.momentum=1", "federated.momentum", "must lie in [0, 1)"),
+        ("federated.momentum=-0.1", "federated.momentum", "must lie in [0, 1)"),
+        ("federated.weight_decay=-1e-9", "federated.weight_decay", "must be >= 0"),
+        ("federated.eval_batch_size=0", "federated.eval_batch_size", "must be >= 1"),
+        ("federated.round_timeout=0", "federated.round_timeout", "must be > 0"),
+        ("federated.max_failure_fraction=1.5", "federated.max_failure_fraction", "[0, 1]"),
+        ("federated.fail_clients=[[0, 1]]", "federated.fail_clients[0][0]", ">= 1"),
+        ("federated.rounds=1000000000000000000000", "federated.rounds", "64-bit integer"),
+        ("seed=-1", "seed", "[0, 2**63)"),
+        ("seed=9223372036854775808", "seed", "64-bit integer"),
+        ("seed=9223372036854775807", None, None),
+        ("stream.seed=-1", "stream.seed", "[0, 2**63)"),
+        ("data.partition.alpha=.inf", "data.partition.alpha", "finite"),
+        ("data.longtail.imbalance_factor=.inf", "data.longtail.imbalance_factor", "finite"),
+        ("data.longtail.imbalance_factor=1e300", None, None),
+        ("resources.ray_num_cpus=0", "resources.ray_num_cpus", "must be >= 1"),
+        ("resources.num_cpus=.nan", "resources.num_cpus", "finite"),
+        ("name=../x", "name", "single folder name"),
+        ("name=a\\b", "name", "single folder name"),
+        ('name="a\\nb"', "name", "contains '\\n'"),
+        ("name=.", "name", "single folder name"),
+        ("name=''", "name", "empty"),
+        ("name=ok-name_1.2", None, None),
     ],
 )
 def test_bad_values_name_their_key(override, key, fragment):
@@ -77,3 +106,22 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
     bad.write_text("- a list\n- not a mapping\n")
     with pytest.raises(ConfigError, match="expected a mapping at the top level"):
         load_config(bad)
+
+
+def test_duplicate_yaml_keys_name_the_key_and_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: a\ndata:\n  partition:\n    alpha: 1\n    alpha: 2\nname: b\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "data.partition.alpha"
+    assert "line 5" in str(info.value) and "line 4" in str(info.value)
+    assert str(path) in str(info.value)
+    with pytest.raises(ConfigError, match="duplicate key 'a'"):
+        load_config(None, ["strategy.options={a: 1, a: 2}"])
+
+
+def test_yaml_merge_keys_are_not_duplicates():
+    from fedlt.config import load_yaml_text
+
+    text = "base: &b {rounds: 2, lr: 0.1}\nfederated:\n  <<: *b\n  lr: 0.2\n"
+    assert load_yaml_text(text)["federated"] == {"rounds": 2, "lr": 0.2}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from fedlt.configtools import require
+from fedlt.configtools import require, require_seed
 
 
 @dataclass
@@ -53,6 +53,8 @@ class StreamConfig:
     crop_padding: int = 4
 
     def validate(self, prefix: str) -> None:
+        if self.seed is not None:
+            require_seed(self.seed, f"{prefix}.seed")
         require(self.num_tasks >= 1, f"{prefix}.num_tasks", f"must be >= 1, got {self.num_tasks}")
         require(
             0 <= self.disjoint_percent <= 100,

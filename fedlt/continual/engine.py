@@ -29,9 +29,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import Tensor
 
 from fedlt.config import ExperimentConfig
+from fedlt.configtools import to_dict
 from fedlt.continual.memory import ReplayMemory
 from fedlt.continual.stream import Stream, stream_from_config
 from fedlt.data.base import DataSplits
@@ -42,9 +44,35 @@ from fedlt.evaluation.continual import continual_metrics, plot_accuracy
 STATE_VERSION = 1
 
 
+_prepared: tuple[str, DataSplits] | None = None
+
+
+def _data_key(cfg: ExperimentConfig) -> str:
+    """What the stream data depends on: ``data`` and ``seed``."""
+    return f"{cfg.seed}\n{yaml.safe_dump(to_dict(cfg.data), sort_keys=True)}"
+
+
+def prepare_stream_data(cfg: ExperimentConfig) -> DataSplits:
+    """:func:`load_stream_data`, kept for the next :func:`load_stream_data` of the same
+    ``data`` and ``seed`` in this process (the preflight builds it; the run reuses it)."""
+    global _prepared
+    splits = load_stream_data(cfg)
+    _prepared = (_data_key(cfg), splits)
+    return splits
+
+
 def load_stream_data(cfg: ExperimentConfig) -> DataSplits:
     """The data source, with the global long tail (``data.longtail``) applied to its train
-    split. The long-tail subsample is drawn with ``np.random.default_rng([seed, 17])``."""
+    split. The long-tail subsample is drawn with ``np.random.default_rng([seed, 17])``.
+
+    Data prepared by :func:`prepare_stream_data` for the same config is handed over (once).
+    """
+    global _prepared
+    if _prepared is not None:
+        key, splits = _prepared
+        _prepared = None
+        if key == _data_key(cfg):
+            return splits
     from fedlt.data.longtail import apply_longtail
     from fedlt.data.sources import load_source
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from fedlt.config import PartitionConfig
 from fedlt.errors import ConfigError, PartitionError
-from fedlt.registry import Registry
+from fedlt.registry import Registry, call_plugin
 
 Partitioner = Callable[..., Any]
 PARTITIONERS: Registry[Partitioner] = Registry("partitioner")
@@ -144,27 +144,45 @@ def shard_partition(
     return [np.sort(np.concatenate([shards[s] for s in row])) for row in shard_order]
 
 
+NPY_FORM = (
+    "expected a flat 1-D integer array holding the client id of every training sample "
+    "(per-client index lists of different lengths go in a JSON file)"
+)
+
+
+def _load_npy_partition(path: Path) -> np.ndarray:
+    """A flat per-sample client-id array from ``path``; never unpickles (``allow_pickle``
+    stays False, so an object array in the file is refused, not executed)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise PartitionError(
+                f"{path}: holds pickled Python objects, which fedlt does not load (a pickle "
+                f"can run code); {NPY_FORM}"
+            ) from exc
+        raise PartitionError(f"{path}: cannot read NPY partition ({exc}); {NPY_FORM}") from exc
+    except (OSError, EOFError) as exc:
+        raise PartitionError(f"{path}: cannot read NPY partition ({exc}); {NPY_FORM}") from exc
+    if not isinstance(array, np.ndarray) or array.ndim != 1 or array.dtype.kind not in "iu":
+        shape = getattr(array, "shape", "?")
+        raise PartitionError(f"{path}: {NPY_FORM}; got {getattr(array, 'dtype', '?')} {shape}")
+    return array
+
+
 def _load_partition_file(path: Path) -> Any:
     """Read a JSON or NPY partition file (see :func:`file_partition`)."""
     if not path.is_file():
         raise ConfigError(f"{KEY}.path", f"partition file not found: {path}")
     if path.suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=True)
-        except Exception as exc:
-            raise PartitionError(f"{path}: cannot read NPY partition ({exc})") from exc
-        if array.dtype == object:
-            return list(array)
-        if array.ndim != 1 or array.dtype.kind not in "iu":
-            raise PartitionError(
-                f"{path}: expected a 1-D integer array of client ids per sample or an object "
-                f"array of index arrays, got {array.dtype} {array.shape}"
-            )
-        return array
+        return _load_npy_partition(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise PartitionError(f"{path}: not valid JSON ({exc})") from exc
+        raise PartitionError(
+            f'{path}: not valid JSON ({exc}); expected {{"0": [indices], ...}} or a list of '
+            "index lists"
+        ) from exc
     return data
 
 
@@ -176,7 +194,7 @@ def file_partition(
 
     JSON: ``{"0": [indices...], "1": [...]}``, a list of index lists, or the
     ``partition.json`` written by ``fedlt partition``. NPY: a 1-D integer array giving the
-    client id of every sample, or an object array of index arrays.
+    client id of every sample (read without pickle; object arrays are refused).
     """
     if not cfg.path:
         raise ConfigError(f"{KEY}.path", "required by the 'file' partitioner (a .json or .npy)")
@@ -330,7 +348,9 @@ def build_partition(
                 f"partitioner {cfg.name!r} cannot be called as fn(labels, num_clients, rng, "
                 f"**options) with options {sorted(cfg.options)}: {exc}",
             ) from exc
-        result = fn(labels, cfg.num_clients, rng, **cfg.options)
+        result = call_plugin(
+            "partitioner", cfg.name, fn, labels, cfg.num_clients, rng, **cfg.options
+        )
     parts = validate_partition(
         result,
         len(labels),
@@ -339,6 +359,11 @@ def build_partition(
         allows_overlap=bool(getattr(fn, "allows_overlap", False)),
     )
     empty = empty_clients(parts)
+    if len(empty) == len(parts):
+        raise PartitionError(
+            f"partitioner {cfg.name!r}: every one of the {len(parts)} clients is empty; at "
+            "least one client needs training samples"
+        )
     if empty:
         log.warning("partition %r: %d empty client(s): %s", cfg.name, len(empty), empty[:20])
     return parts

@@ -29,7 +29,7 @@ from fedlt.configtools import from_dict, require
 from fedlt.data.base import ArrayDataset, DataSplits
 from fedlt.data.cache import cached, resolve_cache_dir
 from fedlt.errors import ConfigError, DataError
-from fedlt.registry import Registry
+from fedlt.registry import Registry, call_plugin
 
 SourceFactory = Callable[..., DataSplits]
 SOURCES: Registry[SourceFactory] = Registry("data source")
@@ -86,17 +86,25 @@ def make_splits(
 def load_source(cfg: DataConfig, seed: int) -> DataSplits:
     """Load ``cfg.source`` (registered name or ``package.module:callable``)."""
     factory = SOURCES.get(cfg.source, "data.source")
-    splits = factory(
-        root=cfg.root,
-        cache_dir=resolve_cache_dir(cfg.cache_dir),
-        download=cfg.download,
-        seed=seed,
+    kwargs: dict[str, Any] = {
+        "root": cfg.root,
+        "cache_dir": resolve_cache_dir(cfg.cache_dir),
+        "download": cfg.download,
+        "seed": seed,
         **cfg.options,
-    )
+    }
+    if cfg.source in SOURCES:
+        splits = factory(**kwargs)
+    else:
+        splits = call_plugin("data source", cfg.source, factory, **kwargs)
     if not isinstance(splits, DataSplits):
         raise ConfigError(
             "data.source",
             f"{cfg.source!r} returned {type(splits).__name__}, expected fedlt.data.base.DataSplits",
+        )
+    if len(splits.train) == 0:
+        raise DataError(
+            f"data source {cfg.source!r} (data.root: {cfg.root}) gave no training samples"
         )
     return splits
 
@@ -593,6 +601,12 @@ def imagefolder_source(
     else:
         train_files, train_labels, classes = _scan_split(base / opts.train_dir, None)
         test_files, test_labels, _ = _scan_split(base / opts.test_dir, classes)
+        for split, files in ((opts.train_dir, train_files), (opts.test_dir, test_files)):
+            if not files:
+                raise DataError(
+                    f"{base / split}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in its "
+                    f"class sub-folders {classes[:5]}"
+                )
     key_options = {k: v for k, v in asdict(opts).items() if k != "workers"}
 
     def build() -> dict[str, np.ndarray]:
