@@ -1,11 +1,17 @@
 """``fedlt report DIR...``: tables (markdown, CSV) and figures (PNG) from run directories.
 
 Runs are found recursively (a folder holding both ``config.yaml`` and ``summary.json``) and
-grouped: runs whose configs agree on everything but ``seed``, ``name``, ``output_dir``,
-``logging.*`` and ``resources.*`` are seeds of one group. Each group is a (method, setting)
-cell. The method is ``strategy.name``, plus any ``strategy.*`` key that differs between
-groups of that same method (``fedprox (mu=0.1)``); the setting is built from the other config
-keys that differ between groups (``cifar10 IF=100 α=0.5``).
+grouped: runs whose configs agree on every key that is not ignored are the seeds of one group.
+By default :data:`DEFAULT_IGNORED` is ignored: the seed, names and folders, logging, resources,
+where the data lives, and cadence/bookkeeping keys that do not change the final numbers
+(``federated.eval_every``, ``federated.checkpoint_every``, ``federated.round_timeout``, ...);
+``fedlt report --ignore KEY...`` ignores more keys and ``--group-by KEY...`` makes ignored keys
+count again (keys are globs over the dotted config keys; a section name covers its keys). Each
+group is a (method, setting) cell. The method is ``strategy.name``, plus any ``strategy.*`` key
+that differs between groups of that same method (``fedprox (mu=0.1)``); the setting is built
+from the other config keys that differ between groups (``cifar10 IF=100 α=0.5``). Methods are
+ordered as their strategies are registered (``strategies.federated.FEDERATED_STRATEGIES``,
+``strategies.continual.CONTINUAL_LEARNERS``), unregistered (plug-in) methods last.
 
 Numbers are mean ± std over seeds, in percent; std is the sample standard deviation
 (``numpy.std(ddof=1)``), left blank for a single seed. Federated tables use each run's
@@ -13,8 +19,11 @@ headline modes (``summary["headline"]``, else the first mode in ``summary["final
 generic top-1 on the balanced test set, personalised top-1 (unweighted mean over clients,
 FedLoGe spec §5, and the sample-weighted mean) and many/medium/few accuracy under both the
 ``count`` (>100 / 20-100 / <20 training images, Kang et al. 2020) and the ``mass`` (75% / 95%
-of cumulative sample mass, FedLoGe code) split. Continual tables give A_auc, A_avg, A_last
-and F_last (Si-Blurry spec §2). Anything missing is skipped with a note, never a crash.
+of cumulative sample mass, FedLoGe code) split; a further table lists every generic and
+personal mode. s/round is the mean of ``total_s`` (training, evaluation and checkpoints of a
+round) in each run's ``timings.json``, then mean ± std over seeds. Continual tables give A_auc,
+A_avg, A_last and F_last (Si-Blurry spec §2). Anything missing is skipped with a note, never a
+crash. Figures are drawn by :mod:`fedlt.plots`.
 """
 
 from __future__ import annotations
@@ -22,9 +31,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +44,34 @@ import numpy as np
 import yaml
 
 from fedlt.errors import RunError
+from fedlt.registry import did_you_mean
 
 FORMATS = ("md", "csv", "png")
-IGNORED_KEYS = {"seed", "name", "output_dir"}
-IGNORED_PREFIXES = ("logging.", "resources.")
-FEDERATED_ORDER = ("fedavg", "fedprox", "fedrep", "fedbabu", "fedrod", "ditto", "fedetf", "fedloge")
-CONTINUAL_ORDER = ("finetune", "er", "ewcpp", "lwf", "l2p", "dualprompt", "mvp")
+DEFAULT_IGNORED: tuple[str, ...] = (
+    # identity and bookkeeping: which seed, what the run and its folder are called
+    "seed",
+    "name",
+    "output_dir",
+    # how and where a run executes, not what it computes
+    "logging",
+    "resources",
+    "data.root",
+    "data.cache_dir",
+    "data.download",
+    # cadence: when a run evaluates, checkpoints or gives up; the final numbers stay the same
+    "federated.eval_every",
+    "federated.checkpoint_every",
+    "federated.round_timeout",
+    "federated.eval_batch_size",
+    "federated.max_failure_fraction",
+    "stream.checkpoint_every",
+    "stream.eval_batch_size",
+)
+"""Config keys (globs; a section name covers its keys) that do not separate groups by default.
+``stream.eval_period`` is *not* among them: A_auc averages over the periodic evaluations."""
 BANDS = ("many", "medium", "few")
 SPLITS = ("count", "mass")
+SIDES = ("generic", "personal")
 CONTINUAL_METRICS = ("A_auc", "A_avg", "A_last", "F_last")
 SETTING_NAMES = {
     "data.source": "",
@@ -50,6 +82,7 @@ SETTING_NAMES = {
     "federated.rounds": "rounds",
     "stream.scenario": "",
 }
+S_PER_ROUND = "s/round"
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -70,6 +103,7 @@ class RunRecord:
         return self.summary.get("seed", self.config.get("seed"))
 
     def metrics(self) -> list[dict[str, Any]]:
+        """The records of ``metrics.jsonl`` (a torn last line is dropped)."""
         path = self.path / "metrics.jsonl"
         if not path.is_file():
             return []
@@ -80,6 +114,21 @@ class RunRecord:
             except json.JSONDecodeError:
                 continue  # a torn last line of a killed run
         return records
+
+    def seconds_per_round(self) -> float | None:
+        """Mean ``total_s`` over the rounds of ``timings.json``; None without one."""
+        try:
+            timings = json.loads((self.path / "timings.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if not isinstance(timings, list):
+            return None
+        totals = [
+            float(t["total_s"])
+            for t in timings
+            if isinstance(t, dict) and isinstance(t.get("total_s"), (int, float))
+        ]
+        return float(np.mean(totals)) if totals else None
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -137,8 +186,51 @@ def _status(folder: Path) -> str:
 
 
 # -- grouping -------------------------------------------------------------------------------
-def _ignored(key: str) -> bool:
-    return key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES)
+def _matches(key: str, pattern: str) -> bool:
+    """``pattern`` is a glob over the dotted key, or a section name covering its keys."""
+    return fnmatchcase(key, pattern) or key.startswith(pattern.rstrip(".") + ".")
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Which config keys separate groups: every key but ``defaults`` and ``ignore``, except
+    that a key matching ``group_by`` always counts."""
+
+    group_by: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    defaults: tuple[str, ...] = DEFAULT_IGNORED
+
+    @classmethod
+    def from_options(cls, group_by: Iterable[str] = (), ignore: Iterable[str] = ()) -> Grouping:
+        """The defaults, changed by ``fedlt report --group-by`` / ``--ignore``."""
+        return cls(tuple(group_by), tuple(ignore))
+
+    def ignores(self, key: str) -> bool:
+        if any(_matches(key, p) for p in self.group_by):
+            return False
+        return any(_matches(key, p) for p in (*self.defaults, *self.ignore))
+
+    def unmatched(self, keys: Iterable[str]) -> list[str]:
+        """Notes on the user's patterns (not the defaults) that match none of ``keys``."""
+        keys = sorted(set(keys))
+        user = [("--group-by", p) for p in self.group_by] + [("--ignore", p) for p in self.ignore]
+        return [
+            f"{flag} {pattern}: no config key of these runs matches{did_you_mean(pattern, keys)}"
+            for flag, pattern in user
+            if not any(_matches(k, pattern) for k in keys)
+        ]
+
+
+def method_order(engine: str) -> list[str]:
+    """Strategy names in registration order (the tables' method order) for ``engine``."""
+    try:
+        if engine == "continual":
+            from strategies.continual import CONTINUAL_LEARNERS as registry
+        else:
+            from strategies.federated import FEDERATED_STRATEGIES as registry
+    except ImportError:  # pragma: no cover - strategies ship with fedlt
+        return []
+    return registry.in_order()
 
 
 def _canon(value: Any) -> str:
@@ -200,49 +292,83 @@ def _default_setting(config: dict[str, Any]) -> str:
     return _describe(config, keys) or "default"
 
 
-def group_runs(runs: Iterable[RunRecord]) -> list[Group]:
+def _differing(configs: list[dict[str, Any]], grouping: Grouping) -> list[str]:
+    """The counted config keys whose value is not the same in every config."""
+    keys = sorted({k for c in configs for k in c if not grouping.ignores(k)})
+    return [k for k in keys if len({_canon(c.get(k)) for c in configs}) > 1]
+
+
+def _method_label(
+    config: dict[str, Any], configs: list[dict[str, Any]], differing: list[str]
+) -> str:
+    """``strategy.name`` plus the ``strategy.*`` keys that differ between its groups."""
+    name = str(config.get("strategy.name", "?"))
+    same_method = [c for c in configs if c.get("strategy.name") == name]
+    option_keys = [
+        k
+        for k in differing
+        if k.startswith("strategy.")
+        and k != "strategy.name"
+        and len({_canon(c.get(k)) for c in same_method}) > 1
+    ]
+    options = ", ".join(f"{_short(k)}={_fmt_value(config[k])}" for k in option_keys if k in config)
+    return f"{name} ({options})" if options else name
+
+
+def _engine_groups(engine: str, members: list[list[RunRecord]], grouping: Grouping) -> list[Group]:
+    configs = [rs[0].config for rs in members]
+    differing = _differing(configs, grouping)
+    setting_keys = [k for k in differing if not k.startswith("strategy.")]
+    setting_keys.sort(key=lambda k: list(SETTING_NAMES).index(k) if k in SETTING_NAMES else 99)
+    order = method_order(engine)
+    groups = []
+    for runs_here in members:
+        config = runs_here[0].config
+        name = str(config.get("strategy.name", "?"))
+        method = _method_label(config, configs, differing)
+        setting = _describe(config, setting_keys) if setting_keys else ""
+        groups.append(
+            Group(
+                engine=engine,
+                method=method,
+                setting=setting or _default_setting(config),
+                runs=sorted(runs_here, key=lambda r: (_sort_value(r.seed), str(r.path))),
+                method_rank=(order.index(name) if name in order else len(order), method),
+                setting_rank=tuple(_sort_value(config.get(k)) for k in setting_keys),
+            )
+        )
+    return groups
+
+
+def group_runs(runs: Iterable[RunRecord], grouping: Grouping | None = None) -> list[Group]:
     """Group runs into (engine, method, setting) cells, ordered like the papers' tables."""
+    grouping = grouping or Grouping()
     by_key: dict[tuple[str, str], list[RunRecord]] = {}
     for run in runs:
-        identity = _canon({k: v for k, v in run.config.items() if not _ignored(k)})
+        identity = _canon({k: v for k, v in run.config.items() if not grouping.ignores(k)})
         by_key.setdefault((run.engine, identity), []).append(run)
     groups: list[Group] = []
     for engine in sorted({e for e, _ in by_key}):
         members = [rs for (e, _), rs in by_key.items() if e == engine]
-        configs = [rs[0].config for rs in members]
-        all_keys = sorted({k for c in configs for k in c if not _ignored(k)})
-        differing = [k for k in all_keys if len({_canon(c.get(k)) for c in configs}) > 1]
-        setting_keys = [k for k in differing if not k.startswith("strategy.")]
-        setting_keys.sort(key=lambda k: list(SETTING_NAMES).index(k) if k in SETTING_NAMES else 99)
-        order = FEDERATED_ORDER if engine == "federated" else CONTINUAL_ORDER
-        for runs_here in members:
-            config = runs_here[0].config
-            name = str(config.get("strategy.name", "?"))
-            same_method = [c for c in configs if c.get("strategy.name") == name]
-            option_keys = [
-                k
-                for k in differing
-                if k.startswith("strategy.")
-                and k != "strategy.name"
-                and len({_canon(c.get(k)) for c in same_method}) > 1
-            ]
-            options = ", ".join(
-                f"{_short(k)}={_fmt_value(config[k])}" for k in option_keys if k in config
-            )
-            method = f"{name} ({options})" if options else name
-            setting = _describe(config, setting_keys) if setting_keys else ""
-            groups.append(
-                Group(
-                    engine=engine,
-                    method=method,
-                    setting=setting or _default_setting(config),
-                    runs=sorted(runs_here, key=lambda r: (_sort_value(r.seed), str(r.path))),
-                    method_rank=(order.index(name) if name in order else len(order), method),
-                    setting_rank=tuple(_sort_value(config.get(k)) for k in setting_keys),
-                )
-            )
+        groups += _engine_groups(engine, members, grouping)
     groups.sort(key=lambda g: (g.engine, g.setting_rank, g.setting, g.method_rank))
     return groups
+
+
+def grouping_notes(groups: Iterable[Group]) -> list[str]:
+    """A note for each group holding two runs of the same seed (they differ only in ignored
+    keys, so they count as two seeds)."""
+    notes = []
+    for g in groups:
+        seeds = [_canon(r.seed) for r in g.runs]
+        for seed in sorted({s for s in seeds if seeds.count(s) > 1}):
+            folders = ", ".join(str(r.path) for r in g.runs if _canon(r.seed) == seed)
+            notes.append(
+                f"{g.engine} {g.method} / {g.setting}: {seeds.count(seed)} runs with seed "
+                f"{seed} ({folders}) differ only in ignored keys; each counts as a seed "
+                "(--group-by KEY separates them)"
+            )
+    return notes
 
 
 # -- statistics -----------------------------------------------------------------------------
@@ -260,13 +386,19 @@ class Stat:
         return f"{self.mean:.2f} ± {self.std:.2f}"
 
 
-def stat(values: Sequence[float], scale: float = 100.0) -> Stat | None:
+def stat(values: Sequence[float | None], scale: float = 100.0) -> Stat | None:
+    """Mean ± sample std of the finite ``values`` times ``scale``; None if there are none."""
     clean = [float(v) * scale for v in values if v is not None and math.isfinite(float(v))]
     if not clean:
         return None
     arr = np.asarray(clean, dtype=float)
     std = float(np.std(arr, ddof=1)) if arr.size > 1 else None
     return Stat(float(np.mean(arr)), std, int(arr.size))
+
+
+def seconds_per_round(group: Group) -> Stat | None:
+    """Mean ± std over seeds of each run's mean seconds per round (``timings.json``)."""
+    return stat([r.seconds_per_round() for r in group.runs], scale=1.0)
 
 
 def headline_modes(summary: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -282,6 +414,22 @@ def headline_modes(summary: dict[str, Any]) -> tuple[str | None, str | None]:
         headline.get("generic") or found["generic"],
         headline.get("personal") or found["personal"],
     )
+
+
+def _top1(side: str) -> str:
+    return "top1" if side == "generic" else "top1_mean"
+
+
+def run_modes(summary: dict[str, Any], side: str) -> list[str]:
+    """Every ``side`` (generic / personal) mode in ``summary["final"]``, headline first."""
+    pattern = re.compile(rf"{side}\.([^.]+)\.{_top1(side)}")
+    modes = []
+    for key in summary.get("final") or {}:
+        match = pattern.fullmatch(key)
+        if match and match.group(1) not in modes:
+            modes.append(match.group(1))
+    head = headline_modes(summary)[SIDES.index(side)]
+    return sorted(modes, key=lambda m: m != head)
 
 
 def federated_columns() -> list[tuple[str, str]]:
@@ -304,8 +452,18 @@ def federated_columns() -> list[tuple[str, str]]:
     return cols
 
 
+def mode_columns(side: str) -> list[tuple[str, str]]:
+    """(column name, key template with {m} for the mode) of the all-modes table."""
+    cols = [("top-1", f"{side}.{{m}}.{_top1(side)}")]
+    cols += [
+        (f"{band} ({split})", f"{side}.{{m}}.{band}.{split}") for split in SPLITS for band in BANDS
+    ]
+    return cols
+
+
 def group_stats(group: Group) -> tuple[dict[str, Stat | None], dict[str, str]]:
-    """Per-column statistics of a group, and the modes used (federated) ."""
+    """Per-column statistics of a group, and the modes used (federated); federated groups
+    also have an ``s/round`` entry."""
     if group.engine == "continual":
         return {
             m: stat([(r.summary.get("final") or {}).get(m) for r in group.runs])
@@ -321,7 +479,41 @@ def group_stats(group: Group) -> tuple[dict[str, Stat | None], dict[str, str]]:
         for column, template in federated_columns():
             values.setdefault(column, []).append(final.get(template.format(g=generic, p=personal)))
     stats = {column: stat(vals) for column, vals in values.items()}
+    stats[S_PER_ROUND] = seconds_per_round(group)
     return stats, {k: "/".join(sorted(v)) for k, v in modes.items()}
+
+
+@dataclass
+class ModeRow:
+    """One (group, side, mode) line of the all-modes table."""
+
+    group: Group
+    side: str
+    mode: str
+    headline: bool
+    seeds: int
+    stats: dict[str, Stat | None]
+
+
+def mode_rows(group: Group) -> list[ModeRow]:
+    """Every generic, then every personal mode of a federated group, headline modes first."""
+    rows = []
+    for side in SIDES:
+        modes: list[str] = []
+        heads = {headline_modes(r.summary)[SIDES.index(side)] for r in group.runs}
+        for run in group.runs:
+            modes += [m for m in run_modes(run.summary, side) if m not in modes]
+        modes.sort(key=lambda m: m not in heads)
+        for mode in modes:
+            finals = [r.summary.get("final") or {} for r in group.runs]
+            stats = {
+                column: stat([f.get(template.format(m=mode)) for f in finals])
+                for column, template in mode_columns(side)
+            }
+            top1 = f"{side}.{mode}.{_top1(side)}"
+            seeds = sum(1 for f in finals if top1 in f)
+            rows.append(ModeRow(group, side, mode, mode in heads, seeds, stats))
+    return rows
 
 
 # -- tables ---------------------------------------------------------------------------------
@@ -330,65 +522,106 @@ def _cell(s: Stat | None) -> str:
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A markdown table, one line per row (cells never hold a newline or a ``|``)."""
+
+    def line(cells: list[str]) -> str:
+        clean = [" ".join(str(c).split()).replace("|", "\\|") for c in cells]
+        return "| " + " | ".join(clean) + " |"
+
+    return "\n".join([line(header), "|" + "---|" * len(header), *(line(r) for r in rows)])
 
 
 def _ordered(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def federated_markdown(groups: list[Group]) -> str:
-    """Main table (methods × settings, generic / personal top-1) and per-setting detail."""
-    stats = {(g.method, g.setting): group_stats(g) for g in groups}
-    methods = _ordered(g.method for g in sorted(groups, key=lambda g: g.method_rank))
+def _by_method(groups: Iterable[Group]) -> list[Group]:
+    return sorted(groups, key=lambda g: g.method_rank)
+
+
+def _main_table(groups: list[Group], stats: dict[tuple[str, str], Any]) -> str:
+    """Methods × settings: generic and personal top-1, and s/round where any run timed."""
+    methods = _ordered(g.method for g in _by_method(groups))
     settings = _ordered(g.setting for g in groups)
-    header = ["Method"]
-    for setting in settings:
-        header += [f"{setting} generic", f"{setting} personal"]
+    timed = any(cell[0][S_PER_ROUND] is not None for cell in stats.values())
+    columns = ["generic top-1", "personal top-1"] + ([S_PER_ROUND] if timed else [])
+    labels = {"generic top-1": "generic", "personal top-1": "personal", S_PER_ROUND: S_PER_ROUND}
+    header = ["Method"] + [f"{s} {labels[c]}" for s in settings for c in columns]
     rows = []
     for method in methods:
         row = [method]
         for setting in settings:
             cell = stats.get((method, setting))
-            row += [
-                _cell(cell[0]["generic top-1"]) if cell else "–",
-                _cell(cell[0]["personal top-1"]) if cell else "–",
-            ]
+            row += [_cell(cell[0][c]) if cell else "–" for c in columns]
         rows.append(row)
+    return _md_table(header, rows)
+
+
+def _detail_tables(setting: str, groups: list[Group], stats: dict[tuple[str, str], Any]) -> str:
+    """The generic and the personal table of one setting, by class frequency."""
+    parts = []
+    for side in SIDES:
+        columns = [c for c, _ in federated_columns() if c.startswith(side)]
+        rows = []
+        for g in _by_method(groups):
+            cell_stats, modes = stats[(g.method, g.setting)]
+            rows.append(
+                [g.method, modes.get(side, "?"), str(len(g.runs))]
+                + [_cell(cell_stats[c]) for c in columns]
+            )
+        header = ["Method", "mode", "seeds"] + [c.removeprefix(f"{side} ") for c in columns]
+        parts += [
+            f"### {setting}: {side} accuracy (%) by class frequency",
+            "",
+            _md_table(header, rows),
+            "",
+        ]
+    return "\n".join(parts).rstrip("\n")
+
+
+def modes_markdown(setting: str, groups: list[Group]) -> str:
+    """The all-modes table of one setting: every generic and personal mode of every method."""
+    rows = []
+    for g in _by_method(groups):
+        for r in mode_rows(g):
+            mode = f"{r.mode} *" if r.headline else r.mode
+            rows.append(
+                [g.method, r.side, mode, str(r.seeds)]
+                + [_cell(r.stats[c]) for c, _ in mode_columns(r.side)]
+            )
+    header = ["Method", "evaluation", "mode", "seeds"] + [c for c, _ in mode_columns("generic")]
+    return "\n".join(
+        [
+            f"### {setting}: every mode (%)",
+            "",
+            "`*` = the headline mode used above; personal top-1 is the unweighted client mean.",
+            "",
+            _md_table(header, rows),
+        ]
+    )
+
+
+def federated_markdown(groups: list[Group]) -> str:
+    """Main table (methods × settings, generic / personal top-1, s/round), then per setting
+    the generic and personal tables by class frequency and the all-modes table."""
+    stats = {(g.method, g.setting): group_stats(g) for g in groups}
     parts = [
         "## Federated: top-1 accuracy (%)",
         "",
         "generic = balanced global test set; personal = unweighted mean over clients of "
-        "local test top-1. Mean ± sample std over seeds.",
+        "local test top-1. Mean ± sample std over seeds. s/round = mean seconds per round "
+        "(training, evaluation, checkpoints; `timings.json`).",
         "",
-        _md_table(header, rows),
+        _main_table(groups, stats),
         "",
         "By class frequency — count: many >100, medium 20–100, few <20 global training "
         "images (Kang et al. 2020); mass: classes sorted by count, many = the first 75% of the "
         "training samples, medium up to 95%, few the rest (FedLoGe code).",
     ]
-    for setting in settings:
+    for setting in _ordered(g.setting for g in groups):
         in_setting = [g for g in groups if g.setting == setting]
-        for side in ("generic", "personal"):
-            columns = [c for c, _ in federated_columns() if c.startswith(side)]
-            detail_rows = []
-            for g in sorted(in_setting, key=lambda g: g.method_rank):
-                cell_stats, modes = stats[(g.method, g.setting)]
-                detail_rows.append(
-                    [g.method, modes.get(side, "?"), str(len(g.runs))]
-                    + [_cell(cell_stats[c]) for c in columns]
-                )
-            header_detail = ["Method", "mode", "seeds"] + [
-                c.removeprefix(f"{side} ") for c in columns
-            ]
-            parts += [
-                "",
-                f"### {setting}: {side} accuracy (%) by class frequency",
-                "",
-                _md_table(header_detail, detail_rows),
-            ]
+        parts += ["", _detail_tables(setting, in_setting, stats)]
+        parts += ["", modes_markdown(setting, in_setting)]
     return "\n".join(parts)
 
 
@@ -397,7 +630,7 @@ def continual_markdown(groups: list[Group]) -> str:
     parts = ["## Continual: online accuracy (%)", ""]
     for setting in _ordered(g.setting for g in groups):
         rows = []
-        for g in sorted((g for g in groups if g.setting == setting), key=lambda g: g.method_rank):
+        for g in _by_method(g for g in groups if g.setting == setting):
             cell_stats, _ = group_stats(g)
             rows.append(
                 [g.method, str(len(g.runs))] + [_cell(cell_stats[m]) for m in CONTINUAL_METRICS]
@@ -411,18 +644,32 @@ def continual_markdown(groups: list[Group]) -> str:
     return "\n".join(parts)
 
 
+def _csv_slug(column: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", column.replace("/", " per ")).strip("_")
+
+
+def _stat_cells(s: Stat | None) -> list[str]:
+    return [
+        "" if s is None else f"{s.mean:.4f}",
+        "" if s is None or s.std is None else f"{s.std:.4f}",
+    ]
+
+
 def write_csv(groups: list[Group], path: Path) -> None:
-    """One row per (method, setting): seeds, modes, then <column>_mean / <column>_std in %."""
+    """One row per (method, setting): seeds, modes, then <column>_mean / <column>_std in %
+    (federated: and ``s_per_round_mean`` / ``_std`` in seconds)."""
     if not groups:
         return
     federated = groups[0].engine == "federated"
-    columns = [c for c, _ in federated_columns()] if federated else list(CONTINUAL_METRICS)
+    if federated:
+        columns = [c for c, _ in federated_columns()] + [S_PER_ROUND]
+    else:
+        columns = list(CONTINUAL_METRICS)
     header = ["method", "setting", "seeds"]
     if federated:
         header += ["generic_mode", "personal_mode"]
     for column in columns:
-        slug = re.sub(r"[^A-Za-z0-9]+", "_", column).strip("_")
-        header += [f"{slug}_mean", f"{slug}_std"]
+        header += [f"{_csv_slug(column)}_mean", f"{_csv_slug(column)}_std"]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -433,10 +680,24 @@ def write_csv(groups: list[Group], path: Path) -> None:
             if federated:
                 row += [modes.get("generic", ""), modes.get("personal", "")]
             for column in columns:
-                s = cell_stats.get(column)
-                row += ["" if s is None else f"{s.mean:.4f}"]
-                row += ["" if s is None or s.std is None else f"{s.std:.4f}"]
+                row += _stat_cells(cell_stats.get(column))
             writer.writerow(row)
+
+
+def write_modes_csv(groups: list[Group], path: Path) -> None:
+    """One row per (method, setting, evaluation, mode) of federated groups, in %."""
+    columns = [c for c, _ in mode_columns("generic")]
+    header = ["method", "setting", "evaluation", "mode", "headline", "seeds"]
+    header += [f"{_csv_slug(c)}_{part}" for c in columns for part in ("mean", "std")]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for g in groups:
+            for r in mode_rows(g):
+                row: list[Any] = [g.method, g.setting, r.side, r.mode, int(r.headline), r.seeds]
+                for column in columns:
+                    row += _stat_cells(r.stats[column])
+                writer.writerow(row)
 
 
 # -- figures --------------------------------------------------------------------------------
@@ -466,193 +727,179 @@ def _curve(group: Group, x_key: str, y_key_of: Any) -> tuple[np.ndarray, np.ndar
     return np.array(xs), ys.mean(axis=0), ys.std(axis=0)
 
 
-def plot_curves(groups: list[Group], folder: Path, notes: list[str]) -> list[Path]:
-    """Accuracy vs round (federated) / samples seen (continual), mean over seeds ± std band."""
-    import matplotlib
+def _curve_panels(engine: str) -> tuple[list[tuple[str, Any]], str]:
+    """(y label, run -> metrics key) per panel, and the x key, of ``engine``'s curves."""
+    if engine == "federated":
+        panels = [
+            ("generic top-1 (%)", lambda r: f"generic.{headline_modes(r.summary)[0]}.top1"),
+            ("personal top-1 (%)", lambda r: f"personal.{headline_modes(r.summary)[1]}.top1_mean"),
+        ]
+        return panels, "round"
+    # each seed has its own stream, so the exact samples_seen values differ; the eval period
+    # crossed (eval_point) is common to all seeds
+    return [("accuracy (%)", lambda r: "acc")], "eval_point"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def curve_figure(groups: list[Group]) -> Any:
+    """The curves figure of one setting's groups (all of one engine), or None if empty."""
+    from fedlt.plots.report import Curve, Panel, curves_figure
+
+    engine = groups[0].engine
+    specs, x_key = _curve_panels(engine)
+    panels = []
+    for ylabel, y_key_of in specs:
+        panel = Panel(ylabel)
+        for g in _by_method(groups):
+            xs, mean, std = _curve(g, x_key, y_key_of)
+            if xs.size:
+                panel.curves.append(Curve(g.method, xs, mean, std))
+        panels.append(panel)
+    if not any(p.curves for p in panels):
+        return None
+    return curves_figure(panels, x_key.replace("_", " "), f"{engine}: {groups[0].setting}")
+
+
+def plot_curves(groups: list[Group], folder: Path, notes: list[str]) -> list[Path]:
+    """Accuracy vs round (federated) / evaluation point (continual), mean over seeds ± std."""
+    from fedlt.plots.base import save_figure
 
     written = []
     for setting in _ordered(g.setting for g in groups):
         in_setting = [g for g in groups if g.setting == setting]
-        engine = in_setting[0].engine
-        if engine == "federated":
-            panels = [
-                ("generic top-1 (%)", lambda r: f"generic.{headline_modes(r.summary)[0]}.top1"),
-                (
-                    "personal top-1 (%)",
-                    lambda r: f"personal.{headline_modes(r.summary)[1]}.top1_mean",
-                ),
-            ]
-            x_key = "round"
-        else:
-            panels = [("accuracy (%)", lambda r: "acc")]
-            # each seed has its own stream, so the exact samples_seen values differ; the
-            # eval period crossed (eval_point) is common to all seeds
-            x_key = "eval_point"
-        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
-        drawn = 0
-        for ax, (title, y_key_of) in zip(axes[0], panels, strict=True):
-            for g in sorted(in_setting, key=lambda g: g.method_rank):
-                xs, mean, std = _curve(g, x_key, y_key_of)
-                if xs.size == 0:
-                    continue
-                (line,) = ax.plot(
-                    xs, mean, marker="o" if xs.size < 30 else None, ms=3, label=g.method
-                )
-                ax.fill_between(xs, mean - std, mean + std, alpha=0.2, color=line.get_color())
-                drawn += 1
-            ax.set_xlabel(x_key.replace("_", " "))
-            ax.set_ylabel(title)
-            ax.grid(alpha=0.3)
-            if ax.has_data():
-                ax.legend(fontsize=8)
-            else:
-                ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-        fig.suptitle(f"{engine}: {setting}")
-        fig.tight_layout()
-        if drawn:
-            path = folder / f"curves_{engine}_{_slug(setting)}.png"
-            fig.savefig(path, dpi=110)
-            written.append(path)
-        else:
+        fig = curve_figure(in_setting)
+        if fig is None:
             notes.append(f"no accuracy curves for {setting}: no metrics.jsonl with accuracy")
-        plt.close(fig)
+            continue
+        path = folder / f"curves_{in_setting[0].engine}_{_slug(setting)}.png"
+        written.append(save_figure(fig, path))
     return written
+
+
+def _per_class_bars(groups: list[Group]) -> dict[str, dict[str, np.ndarray]]:
+    """kind (generic / personal / continual key) -> method -> mean per-class top-1 (%)."""
+    bars: dict[str, dict[str, np.ndarray]] = {}
+    for g in _by_method(groups):
+        lists: dict[str, list[list[float]]] = {}
+        for run in g.runs:
+            generic, personal = headline_modes(run.summary)
+            wanted = {
+                "generic": "generic",
+                f"generic.{generic}": "generic",
+                "personal": "personal",
+                f"personal.{personal}": "personal",
+            }
+            for kind, values in (run.summary.get("per_class") or {}).items():
+                panel = wanted.get(kind, kind if g.engine == "continual" else None)
+                if panel and isinstance(values, list) and values:
+                    lists.setdefault(panel, []).append(values)
+        for kind, rows in lists.items():
+            if len({len(r) for r in rows}) == 1:
+                bars.setdefault(kind, {})[g.method] = np.asarray(rows, float).mean(0) * 100
+    return bars
 
 
 def plot_per_class(groups: list[Group], folder: Path, notes: list[str]) -> list[Path]:
     """Per-class accuracy bars (``summary["per_class"]``), mean over seeds, one panel per kind."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from fedlt.plots.base import save_figure
+    from fedlt.plots.report import per_class_figure
 
     written = []
     for setting in _ordered(g.setting for g in groups):
-        in_setting = sorted(
-            (g for g in groups if g.setting == setting), key=lambda g: g.method_rank
-        )
-        bars: dict[str, dict[str, np.ndarray]] = {}
-        for g in in_setting:
-            lists: dict[str, list[list[float]]] = {}
-            for run in g.runs:
-                generic, personal = headline_modes(run.summary)
-                wanted = {
-                    "generic": "generic",
-                    f"generic.{generic}": "generic",
-                    "personal": "personal",
-                    f"personal.{personal}": "personal",
-                }
-                for kind, values in (run.summary.get("per_class") or {}).items():
-                    panel = wanted.get(kind, kind if g.engine == "continual" else None)
-                    if panel and isinstance(values, list) and values:
-                        lists.setdefault(panel, []).append(values)
-            for kind, rows in lists.items():
-                if len({len(r) for r in rows}) == 1:
-                    bars.setdefault(kind, {})[g.method] = np.asarray(rows, float).mean(0) * 100
+        bars = _per_class_bars([g for g in groups if g.setting == setting])
         if not bars:
             notes.append(f"no per-class figure for {setting}: no summary has per_class")
             continue
-        fig, axes = plt.subplots(len(bars), 1, figsize=(9, 3.2 * len(bars)), squeeze=False)
-        for ax, (kind, per_method) in zip(axes[:, 0], bars.items(), strict=True):
-            width = 0.8 / max(len(per_method), 1)
-            for i, (method, values) in enumerate(per_method.items()):
-                offset = (i - (len(per_method) - 1) / 2) * width
-                ax.bar(np.arange(values.size) + offset, values, width=width, label=method)
-            ax.set_title(f"{kind} per-class accuracy (headline mode of each method)")
-            ax.set_xlabel("class (sorted as in the dataset)")
-            ax.set_ylabel("top-1 (%)")
-            ax.legend(fontsize=8)
-        fig.suptitle(setting)
-        fig.tight_layout()
         path = folder / f"per_class_{_slug(setting)}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(per_class_figure(bars, setting), path))
     return written
+
+
+def _partition_counts(runs: list[RunRecord]) -> tuple[np.ndarray, RunRecord] | None:
+    """Client × class counts of the first run (by seed) with a readable partition.json."""
+    for run in sorted(runs, key=lambda r: (_sort_value(r.seed), str(r.path))):
+        try:
+            data = json.loads((run.path / "partition.json").read_text())
+            counts = np.asarray(data["client_class_counts"], dtype=float)
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+        if counts.ndim == 2 and counts.size:
+            return counts, run
+    return None
 
 
 def plot_partitions(groups: list[Group], folder: Path, notes: list[str]) -> list[Path]:
-    """Heat map of client × class training counts (``partition.json``), one per setting."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Partition heat map (client × class training counts, ``partition.json``) per setting."""
+    from fedlt.plots.heatmap import save_heatmap
 
     written = []
     for setting in _ordered(g.setting for g in groups if g.engine == "federated"):
-        runs = sorted(
-            (r for g in groups if g.setting == setting for r in g.runs),
-            key=lambda r: (_sort_value(r.seed), str(r.path)),
-        )
-        counts = None
-        for run in runs:
-            try:
-                data = json.loads((run.path / "partition.json").read_text())
-                counts = np.asarray(data["client_class_counts"], dtype=float)
-                if counts.ndim == 2:
-                    source = run
-                    break
-                counts = None
-            except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue
-        if counts is None:
+        found = _partition_counts([r for g in groups if g.setting == setting for r in g.runs])
+        if found is None:
             notes.append(f"no partition heat map for {setting}: no run has partition.json")
             continue
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * counts.shape[1] + 2), 4))
-        image = ax.imshow(counts, aspect="auto", cmap="viridis", interpolation="nearest")
-        fig.colorbar(image, ax=ax, label="training images")
-        ax.set_xlabel("class")
-        ax.set_ylabel("client")
-        ax.set_title(f"{setting} (seed {source.seed})")
-        fig.tight_layout()
+        counts, source = found
         path = folder / f"partition_{_slug(setting)}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_heatmap(path, counts, f"{setting} (seed {source.seed})", dpi=110))
     return written
 
 
+def _figures(
+    federated: list[Group], continual: list[Group], out: Path, notes: list[str]
+) -> list[Path]:
+    """Every figure into ``out/figures``; a failing figure is a note, never an error."""
+    fig_dir = out / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    figures: list[Path] = []
+    for plot in (plot_curves, plot_per_class, plot_partitions):
+        for engine_groups in (federated, continual):
+            if engine_groups and not (plot is plot_partitions and engine_groups is continual):
+                try:
+                    figures += plot(engine_groups, fig_dir, notes)
+                except Exception as exc:  # a figure must never sink the tables
+                    notes.append(f"{plot.__name__} failed: {type(exc).__name__}: {exc}")
+    return figures
+
+
 # -- command --------------------------------------------------------------------------------
+def _no_runs_error(paths: Sequence[str | Path], notes: list[str]) -> RunError:
+    shown = ", ".join(str(p) for p in paths) or "(no paths given)"
+    extra = f" ({'; '.join(notes)})" if notes else ""
+    return RunError(
+        f"no finished runs (a folder with config.yaml and summary.json) under {shown}{extra}"
+    )
+
+
 def build_report(
-    paths: Sequence[str | Path], out: str | Path, formats: Sequence[str] = FORMATS
+    paths: Sequence[str | Path],
+    out: str | Path,
+    formats: Sequence[str] = FORMATS,
+    grouping: Grouping | None = None,
 ) -> dict[str, Any]:
     """Write the report files; return ``{"markdown", "files", "notes", "groups"}``."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise RunError(f"unknown report format(s) {unknown}; expected some of {list(FORMATS)}")
+    grouping = grouping or Grouping()
     runs, notes = find_runs(paths)
     if not runs:
-        shown = ", ".join(str(p) for p in paths) or "(no paths given)"
-        extra = f" ({'; '.join(notes)})" if notes else ""
-        raise RunError(
-            f"no finished runs (a folder with config.yaml and summary.json) under {shown}{extra}"
-        )
+        raise _no_runs_error(paths, notes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    groups = group_runs(runs)
+    groups = group_runs(runs, grouping)
+    notes += grouping.unmatched(k for r in runs for k in r.config)
+    notes += grouping_notes(groups)
     federated = [g for g in groups if g.engine == "federated"]
     continual = [g for g in groups if g.engine == "continual"]
-    files: list[Path] = []
-    figures: list[Path] = []
-    if "png" in formats:
-        fig_dir = out / "figures"
-        fig_dir.mkdir(exist_ok=True)
-        for plot in (plot_curves, plot_per_class, plot_partitions):
-            for engine_groups in (federated, continual):
-                if engine_groups and not (plot is plot_partitions and engine_groups is continual):
-                    try:
-                        figures += plot(engine_groups, fig_dir, notes)
-                    except Exception as exc:  # a figure must never sink the tables
-                        notes.append(f"{plot.__name__} failed: {type(exc).__name__}: {exc}")
-        files += figures
+    figures = _figures(federated, continual, out, notes) if "png" in formats else []
+    files = list(figures)
     if "csv" in formats:
         for name, engine_groups in (("federated.csv", federated), ("continual.csv", continual)):
             if engine_groups:
                 write_csv(engine_groups, out / name)
                 files.append(out / name)
+        if federated:
+            write_modes_csv(federated, out / "federated_modes.csv")
+            files.append(out / "federated_modes.csv")
     sections = [
         f"# fedlt report\n\n{len(runs)} runs in {len(groups)} groups from "
         + ", ".join(f"`{p}`" for p in paths)
@@ -674,22 +921,45 @@ def build_report(
     return {"markdown": markdown, "files": files, "notes": notes, "groups": groups}
 
 
+def relink_figures(markdown: str, figures: Path) -> str:
+    """Point the ``figures/...`` image links of ``markdown`` at the folder ``figures`` as
+    given (relative to the current folder, or absolute): the copy printed to stdout lands
+    wherever the shell redirects it, typically a file in the current folder."""
+    prefix = Path(os.path.normpath(figures)).as_posix()
+    return re.sub(r"^(!\[[^\]]*\]\()figures/", rf"\g<1>{prefix}/", markdown, flags=re.MULTILINE)
+
+
+def _echo(markdown: str, message: str) -> None:
+    """The report on stdout: raw markdown (one line per table row) unless stdout is a
+    terminal, where rich prints it without hard wrapping; ``message`` on stderr."""
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        Console().print(markdown, markup=False, highlight=False, soft_wrap=True, end="")
+    else:
+        sys.stdout.write(markdown)
+        sys.stdout.flush()
+    Console(stderr=True).print(message, markup=False, highlight=False, soft_wrap=True)
+
+
 def report_command(
     paths: list[str],
     out: str | None = None,
     formats: Sequence[str] = FORMATS,
     echo: bool = True,
+    group_by: Sequence[str] = (),
+    ignore: Sequence[str] = (),
 ) -> int:
-    """CLI entry (``fedlt report DIR... [--out DIR]``); default output ``<first DIR>/report``."""
+    """CLI entry (``fedlt report DIR... [--out DIR] [--group-by KEY...] [--ignore KEY...]``);
+    default output ``<first DIR>/report``. With ``echo`` the markdown goes to stdout (figure
+    links relative to the current folder) and a one-line summary to stderr."""
     if not paths:
         raise RunError("fedlt report: give at least one run or sweep folder")
     first = Path(paths[0])
     target = Path(out) if out else (first if first.is_dir() else first.parent) / "report"
-    result = build_report(paths, target, formats)
+    grouping = Grouping.from_options(group_by, ignore)
+    result = build_report(paths, target, formats, grouping)
     if echo:
-        from rich.console import Console
-
-        console = Console()
-        console.print(result["markdown"], markup=False, highlight=False)
-        console.print(f"wrote {len(result['files'])} files to {target}")
+        markdown = relink_figures(result["markdown"], target / "figures")
+        _echo(markdown, f"wrote {len(result['files'])} files to {target}")
     return 0

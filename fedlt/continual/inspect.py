@@ -20,6 +20,7 @@ import numpy as np
 
 from fedlt.continual.stream import Stream
 from fedlt.errors import RunError
+from fedlt.plots.continual import plot_stream
 
 
 def _class_list(classes: list[int], limit: int = 12) -> str:
@@ -60,33 +61,6 @@ def stream_table(stream: Stream, labels: np.ndarray, title: str = "") -> Any:
         )
     table.add_row("all", "", "", str(len(stream)), "", str(len(np.unique(labels))))
     return table
-
-
-def plot_stream(stream: Stream, labels: np.ndarray, path: Path, title: str = "") -> Path:
-    """Class (first-seen order) against stream position, task boundaries dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    order = np.concatenate([t.indices for t in stream.tasks]) if len(stream) else np.zeros(0, int)
-    seq = labels[order]
-    rank = {c: i for i, c in enumerate(dict.fromkeys(seq.tolist()))}
-    y = np.array([rank[c] for c in seq.tolist()])
-    fig, ax = plt.subplots(figsize=(9, 5))
-    ax.scatter(np.arange(len(seq)), y, s=0.5, c=seq, cmap="tab20", marker=".", rasterized=True)
-    for boundary in np.cumsum(stream.task_sizes)[:-1]:
-        ax.axvline(boundary, color="black", linestyle="--", linewidth=0.8)
-    ax.set_xlabel("stream position (samples)")
-    ax.set_ylabel("class (first-seen order)")
-    if 0 < len(rank) <= 40:
-        ax.set_yticks(range(len(rank)), [str(c) for c in rank])
-    ax.set_title(title or f"{stream.scenario} stream, seed {stream.seed}")
-    ax.set_xlim(0, max(len(seq), 1))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def write_stream_folder(stream: Stream, labels: np.ndarray, out: Path, title: str = "") -> Path:

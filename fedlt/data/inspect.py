@@ -30,6 +30,7 @@ from fedlt.config import ExperimentConfig, load_config
 from fedlt.configtools import to_dict
 from fedlt.data.federated import FederatedData, build_federated_data, class_groups
 from fedlt.errors import ConfigError, FedltError
+from fedlt.plots.heatmap import save_heatmap
 
 MAX_TABLE_ROWS = 40
 
@@ -103,38 +104,6 @@ def partition_json(cfg: ExperimentConfig, data: FederatedData) -> str:
         lines.append(f'    "{k}": {json.dumps([int(i) for i in part])}{comma}')
     lines += ["  }", "}", ""]
     return "\n".join(lines)
-
-
-def save_heatmap(path: Path, counts: np.ndarray, title: str) -> None:
-    """Clients × classes counts as an image with a log colour scale (zeros left white)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-
-    num_clients, num_classes = counts.shape
-    fig, ax = plt.subplots(
-        figsize=(min(14.0, 2.5 + 0.3 * num_classes), min(12.0, 1.8 + 0.25 * num_clients))
-    )
-    try:
-        cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
-        masked = np.ma.masked_equal(counts, 0)
-        image = ax.imshow(
-            masked,
-            aspect="auto",
-            interpolation="nearest",
-            cmap=cmap,
-            norm=LogNorm(vmin=1, vmax=max(2, int(counts.max()))),
-        )
-        fig.colorbar(image, ax=ax, label="training images (log scale)")
-        ax.set_xlabel("class")
-        ax.set_ylabel("client")
-        ax.set_title(title)
-        fig.tight_layout()
-        fig.savefig(path, dpi=80, metadata={"Software": None})
-    finally:
-        plt.close(fig)
 
 
 def _print_summary(stats: dict[str, Any], target: Path) -> None:

@@ -65,39 +65,8 @@ def plot_accuracy(
     title: str = "",
 ) -> Path:
     """Accuracy (periodic evaluations, line; task ends, markers) against samples seen, with
-    dashed lines at the task boundaries (stream positions); writes a PNG."""
-    import matplotlib
+    dashed lines at the task boundaries (stream positions); writes a PNG. Drawn by
+    :func:`fedlt.plots.continual.plot_stream_accuracy` (imported here on first use)."""
+    from fedlt.plots.continual import plot_stream_accuracy
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    periodic = [r for r in history if r["kind"] == "periodic"]
-    ends = [r for r in history if r["kind"] == "task_end"]
-    if periodic:
-        ax.plot(
-            [r["samples_seen"] for r in periodic],
-            [100 * r["acc"] for r in periodic],
-            label="periodic",
-        )
-    if ends:
-        ax.plot(
-            [r["samples_seen"] for r in ends],
-            [100 * r["acc"] for r in ends],
-            "o",
-            label="task end",
-        )
-    for b in task_boundaries:
-        ax.axvline(b, color="grey", linestyle="--", linewidth=0.8)
-    ax.set_xlabel("samples seen")
-    ax.set_ylabel("accuracy on exposed classes (%)")
-    ax.set_ylim(0, 100)
-    if title:
-        ax.set_title(title)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plot_stream_accuracy(history, path, task_boundaries, title)

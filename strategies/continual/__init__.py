@@ -26,10 +26,17 @@ def parse_options(learner_cls: type, options: Any, prefix: str = "strategy.optio
     return from_dict(getattr(learner_cls, "Options", NoOptions), options or {}, prefix)
 
 
-# Importing the modules registers the learners (the stream engine's and MVP's helpers add
-# their modules here).
+# Importing the modules registers the learners. The registration order is the order of the
+# methods in `fedlt report`'s tables: the stream engine's baselines, then the prompt learners
+# (mvp.py registers mvp, then mvp_r).
 __all__ = ["CONTINUAL_LEARNERS", "ContinualLearner", "parse_options", "register"]
-from strategies.continual import er, ewcpp, finetune, lwf  # noqa: E402, F401  (stream engine baselines)
+# isort: off
+from strategies.continual import finetune  # noqa: E402, F401
+from strategies.continual import er  # noqa: E402, F401
+from strategies.continual import ewcpp  # noqa: E402, F401
+from strategies.continual import lwf  # noqa: E402, F401
+from strategies.continual import l2p  # noqa: E402, F401
+from strategies.continual import dualprompt  # noqa: E402, F401
+from strategies.continual import mvp  # noqa: E402, F401
 
-# isort: split
-from strategies.continual import dualprompt, l2p, mvp  # noqa: E402, F401  (prompt learners)
+# isort: on

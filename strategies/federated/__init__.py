@@ -23,8 +23,19 @@ def register(name: str):
     return decorator
 
 
-# Importing the modules registers the strategies (keep this list sorted).
-from strategies.federated import ditto, fedavg, fedbabu, fedetf, fedloge, fedprox, fedrep, fedrod  # noqa: E402, F401
+# Importing the modules registers the strategies. The registration order is the order of the
+# methods in `fedlt report`'s tables: the FedLoGe paper's, global baselines first, FedLoGe last.
+# isort: off
+from strategies.federated import fedavg  # noqa: E402, F401
+from strategies.federated import fedprox  # noqa: E402, F401
+from strategies.federated import fedrep  # noqa: E402, F401
+from strategies.federated import fedbabu  # noqa: E402, F401
+from strategies.federated import fedrod  # noqa: E402, F401
+from strategies.federated import ditto  # noqa: E402, F401
+from strategies.federated import fedetf  # noqa: E402, F401
+from strategies.federated import fedloge  # noqa: E402, F401
+
+# isort: on
 
 __all__ = [
     "FEDERATED_STRATEGIES",
