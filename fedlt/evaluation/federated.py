@@ -66,6 +66,61 @@ def generic_metrics(
     return metrics, per_class
 
 
+def class_hits(
+    logits: Tensor, labels: np.ndarray, num_classes: int, mask_absent_classes: bool
+) -> np.ndarray:
+    """Correct predictions per true class (int64, length ``num_classes``) on one client's
+    local test set; with ``mask_absent_classes`` the logits of classes absent from that set
+    are removed before the argmax (spec §4), for every method alike."""
+    y = np.asarray(labels, dtype=np.int64)
+    logits = logits.cpu()
+    if mask_absent_classes:
+        present = torch.from_numpy(np.bincount(y, minlength=num_classes) > 0)
+        logits = mask_absent(logits, present)
+    correct = logits.argmax(1).numpy() == y
+    return np.bincount(y[correct], minlength=num_classes).astype(np.int64)
+
+
+def personal_metrics_from_hits(
+    client_hits: Mapping[int, Mapping[str, np.ndarray]],
+    client_totals: Mapping[int, np.ndarray],
+    groups: ClassGroups,
+) -> dict[str, float]:
+    """Flat personalised metrics from per-client, per-class hit and test-sample counts.
+
+    Exact, not an approximation: every personalised metric is a ratio of sums of these
+    integers (a client's top-1 is Σ_c hits / Σ_c totals; a pooled group accuracy sums both
+    over the clients and the group's classes). Clients without local test samples are skipped.
+    """
+    per_mode: dict[str, list[tuple[float, int]]] = {}
+    pooled_hits: dict[str, np.ndarray] = {}
+    pooled_totals: dict[str, np.ndarray] = {}
+    for client in sorted(client_hits):
+        totals = np.asarray(client_totals[client], dtype=np.int64)
+        n = int(totals.sum())
+        if n == 0:
+            continue
+        for mode, hits in client_hits[client].items():
+            hits = np.asarray(hits, dtype=np.int64)
+            per_mode.setdefault(mode, []).append((float(hits.sum()) / n, n))
+            pooled_hits[mode] = pooled_hits.get(mode, 0) + hits
+            pooled_totals[mode] = pooled_totals.get(mode, 0) + totals
+    metrics: dict[str, float] = {}
+    for mode, accs in per_mode.items():
+        values = np.array([a for a, _ in accs])
+        weights = np.array([n for _, n in accs], dtype=np.float64)
+        metrics[f"personal.{mode}.top1_mean"] = float(values.mean())
+        metrics[f"personal.{mode}.top1_weighted"] = float((values * weights).sum() / weights.sum())
+        for definition, by_group in groups.items():
+            for group in GROUPS:
+                classes = np.asarray(list(by_group.get(group, [])), dtype=np.int64)
+                total = int(pooled_totals[mode][classes].sum()) if classes.size else 0
+                metrics[f"personal.{mode}.{group}.{definition}"] = (
+                    float(pooled_hits[mode][classes].sum()) / total if total else float("nan")
+                )
+    return metrics
+
+
 def personal_metrics(
     client_logits: Mapping[int, Mapping[str, Tensor]],
     client_labels: Mapping[int, Tensor],
@@ -73,40 +128,15 @@ def personal_metrics(
     num_classes: int,
     mask_absent_classes: bool,
 ) -> dict[str, float]:
-    """Flat personalised metrics over the clients given (each on its own local test set).
-
-    With ``mask_absent_classes`` the logits of classes absent from a client's local test set
-    are removed before the argmax (spec §4), for every method alike. Clients without local
-    test samples are skipped.
+    """Flat personalised metrics over the clients given (each on its own local test set),
+    from their logits: :func:`class_hits` per client, then :func:`personal_metrics_from_hits`.
     """
-    per_mode_acc: dict[str, list[tuple[float, int]]] = {}
-    pooled: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
-    for client, by_mode in sorted(client_logits.items()):
-        labels = client_labels[client]
-        n = int(labels.shape[0])
-        if n == 0:
-            continue
-        present = torch.bincount(labels.cpu(), minlength=num_classes) > 0
-        y = labels.cpu().numpy()
-        for mode, logits in by_mode.items():
-            if mask_absent_classes:
-                logits = mask_absent(logits.cpu(), present)
-            correct = (logits.argmax(1).cpu().numpy() == y).astype(np.float64)
-            per_mode_acc.setdefault(mode, []).append((float(correct.mean()), n))
-            c_list, y_list = pooled.setdefault(mode, ([], []))
-            c_list.append(correct)
-            y_list.append(y)
-    metrics: dict[str, float] = {}
-    for mode, accs in per_mode_acc.items():
-        values = np.array([a for a, _ in accs])
-        weights = np.array([n for _, n in accs], dtype=np.float64)
-        metrics[f"personal.{mode}.top1_mean"] = float(values.mean())
-        metrics[f"personal.{mode}.top1_weighted"] = float((values * weights).sum() / weights.sum())
-        correct = np.concatenate(pooled[mode][0])
-        y = np.concatenate(pooled[mode][1])
-        for definition, by_group in groups.items():
-            for group in GROUPS:
-                metrics[f"personal.{mode}.{group}.{definition}"] = _group_accuracy(
-                    correct, y, by_group.get(group, [])
-                )
-    return metrics
+    hits: dict[int, dict[str, np.ndarray]] = {}
+    totals: dict[int, np.ndarray] = {}
+    for client, by_mode in client_logits.items():
+        y = client_labels[client].cpu().numpy().astype(np.int64)
+        totals[client] = np.bincount(y, minlength=num_classes)
+        hits[client] = {
+            mode: class_hits(z, y, num_classes, mask_absent_classes) for mode, z in by_mode.items()
+        }
+    return personal_metrics_from_hits(hits, totals, groups)

@@ -16,56 +16,79 @@ import math
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from fedlt.errors import RunError
-from fedlt.evaluation.federated import generic_metrics, personal_metrics
-from fedlt.federated.runtime import FederatedRuntime, client_train, config_text, get_runtime
+from fedlt.errors import RunError, RunInterrupted
+from fedlt.evaluation.federated import generic_metrics, personal_metrics_from_hits
+from fedlt.federated.cohorts import InOrderFold, split_blocks
+from fedlt.federated.runtime import (
+    BlockResult,
+    FederatedRuntime,
+    client_evaluate,
+    config_text,
+    get_runtime,
+    train_block,
+)
 from fedlt.federated.sampling import sample_clients
 from fedlt.federated.state_store import ClientStateStore
+from fedlt.federated.stopping import StopRequest
 from fedlt.progress import progress_bar
 from fedlt.runs import RunDirectory
 from strategies.federated.base import LocalResult, StateDict
 
 ClientOutcome = LocalResult | BaseException
+"""A client's local result (its update summed into its block's partial), or its error."""
+EvalOutcome = dict[str, np.ndarray] | BaseException
+"""A client's per-class hit counts per personal mode, or the error that stopped it."""
+StateOf = Callable[[int], StateDict | None]
+"""Reads a client's persistent state (from the state store) when an executor needs it."""
 
 
-class TrainExecutor(Protocol):
-    """Runs the local updates of one round; returns each client's result or its error."""
+class RemoteClientError(RuntimeError):
+    """A client's error as the node that ran it reported it (``Type: message``)."""
+
+
+class ClientExecutor(Protocol):
+    """Runs a round's client work and yields results as they become available, in any order
+    (the engine restores partition-id order). Training is by *blocks* of consecutive
+    clients (:func:`fedlt.federated.cohorts.split_blocks`): each yields ``(block index,
+    BlockResult)``; a block missing from the output counts as lost. Evaluation yields
+    ``(client, outcome)``. An executor stops early when the engine's stop request is set."""
 
     def train(
-        self,
-        round_: int,
-        client_ids: list[int],
-        global_state: StateDict,
-        client_states: Mapping[int, StateDict | None],
-    ) -> dict[int, ClientOutcome]: ...
+        self, round_: int, blocks: list[list[int]], global_state: StateDict, state_of: StateOf
+    ) -> Iterable[tuple[int, BlockResult]]: ...
+
+    def evaluate(
+        self, round_: int, client_ids: list[int], global_state: StateDict, state_of: StateOf
+    ) -> Iterable[tuple[int, EvalOutcome]]: ...
 
 
 class InProcessExecutor:
-    """Local updates one after another in this process (no Flower, no Ray)."""
+    """Client work one block after another in this process (no Flower, no Ray)."""
 
     def __init__(self, text: str) -> None:
         self.text = text
 
     def train(
-        self,
-        round_: int,
-        client_ids: list[int],
-        global_state: StateDict,
-        client_states: Mapping[int, StateDict | None],
-    ) -> dict[int, ClientOutcome]:
-        out: dict[int, ClientOutcome] = {}
+        self, round_: int, blocks: list[list[int]], global_state: StateDict, state_of: StateOf
+    ) -> Iterator[tuple[int, BlockResult]]:
+        for b, block in enumerate(blocks):
+            states = {k: state_of(k) for k in block}
+            yield b, train_block(self.text, round_, block, global_state, states)
+
+    def evaluate(
+        self, round_: int, client_ids: list[int], global_state: StateDict, state_of: StateOf
+    ) -> Iterator[tuple[int, EvalOutcome]]:
         for k in client_ids:
             try:
-                out[k] = client_train(self.text, k, round_, global_state, client_states.get(k))
-            except Exception as exc:  # a failing client must not stop the round
-                out[k] = exc
-        return out
+                yield k, client_evaluate(self.text, k, round_, global_state, state_of(k))
+            except Exception as exc:
+                yield k, exc
 
 
 def _class_groups(runtime: FederatedRuntime) -> dict[str, dict[str, list[int]]]:
@@ -77,7 +100,9 @@ def _class_groups(runtime: FederatedRuntime) -> dict[str, dict[str, list[int]]]:
 class FederatedEngine:
     """Round loop with evaluation, run-directory logging and exact resume."""
 
-    def __init__(self, run: RunDirectory, progress: bool = True) -> None:
+    def __init__(
+        self, run: RunDirectory, progress: bool = True, stop: StopRequest | None = None
+    ) -> None:
         self.run = run
         self.cfg = run.config
         self.text = config_text(self.cfg)
@@ -85,30 +110,53 @@ class FederatedEngine:
         self.strategy = self.runtime.strategy
         self.store = ClientStateStore(run.path / "client_state")
         self.progress = progress
+        self.stop = stop or StopRequest()
         self.groups = _class_groups(self.runtime)
+        self.client_sizes = self.runtime.client_sizes()
         self._kept_snapshots: list[dict[int, int]] = []
+        self._checkpointed_round = -1
+        self._last_global: StateDict = {}
+        self._round_start_index: dict[int, int] = {}
+        self.peak_held_partials = 0
 
     # -- evaluation -----------------------------------------------------------------
-    def evaluate(self, round_: int, global_state: StateDict) -> tuple[dict[str, float], dict]:
+    def evaluate(
+        self, round_: int, global_state: StateDict, executor: ClientExecutor | None = None
+    ) -> tuple[dict[str, float], dict]:
+        """Generic metrics here (the balanced test set), personalised ones from each client's
+        per-class hit counts, computed by ``executor`` (the workers) or in this process."""
         rt = self.runtime
         num_classes = rt.data.num_classes
         generic, per_class = generic_metrics(
             rt.generic_logits(global_state), rt.t.test_y, self.groups, num_classes
         )
-        client_logits: dict[int, dict[str, torch.Tensor]] = {}
-        client_labels: dict[int, torch.Tensor] = {}
-        for k, test_idx in enumerate(rt.data.client_test_indices):
-            if len(test_idx) == 0 or len(rt.data.client_indices[k]) == 0:
-                continue
-            client_logits[k] = rt.personal_logits(k, round_, global_state, self.store.get(k))
-            client_labels[k] = torch.from_numpy(rt.data.test.labels[test_idx].astype(np.int64))
-        personal = personal_metrics(
-            client_logits,
-            client_labels,
-            self.groups,
-            num_classes,
-            self.cfg.federated.mask_absent_classes,
-        )
+        executor = executor or InProcessExecutor(self.text)
+        clients = rt.evaluated_clients()
+        hits: dict[int, dict[str, np.ndarray]] = {}
+        for k, outcome in executor.evaluate(round_, clients, global_state, self.store.get):
+            if isinstance(outcome, BaseException):
+                raise RunError(
+                    f"personalised evaluation of client {k} in round {round_} failed: "
+                    f"{_describe_failure(outcome)}"
+                )
+            hits[k] = outcome
+            if self.stop.is_set():
+                break
+        self._raise_if_stopped(round_ - 1, self._last_global, self._round_start_index)
+        lost = sorted(set(clients) - set(hits))
+        if lost:
+            raise RunError(
+                f"personalised evaluation in round {round_}: no result for clients {lost[:5]}"
+                f"{' …' if len(lost) > 5 else ''} within federated.round_timeout"
+            )
+        totals = {
+            k: np.bincount(
+                rt.data.test.labels[rt.data.client_test_indices[k]].astype(np.int64),
+                minlength=num_classes,
+            )
+            for k in clients
+        }
+        personal = personal_metrics_from_hits(hits, totals, self.groups)
         return {**generic, **personal}, per_class
 
     # -- checkpoints ----------------------------------------------------------------
@@ -128,6 +176,26 @@ class FederatedEngine:
         )
         self._kept_snapshots = [*self._kept_snapshots, snapshot][-2:]
         self.store.collect_garbage(self._kept_snapshots)
+        self._checkpointed_round = round_
+
+    def _raise_if_stopped(
+        self, finished_round: int, global_state: StateDict, index: dict[int, int]
+    ) -> None:
+        """On a stop request: checkpoint the last finished round (client states as they were
+        after it), mark the run interrupted and raise :class:`RunInterrupted`."""
+        if not self.stop.is_set():
+            return
+        self.store.restore(index)
+        if self._checkpointed_round != finished_round:
+            self._checkpoint(finished_round, global_state)
+        name = self.stop.signal_name
+        message = (
+            f"stopped by {name} after round {finished_round} of {self.cfg.federated.rounds}; "
+            f"a checkpoint of round {finished_round} is saved in {self.run.path}. Continue with "
+            f"`fedlt run --resume {self.run.path}`."
+        )
+        self.run.mark_interrupted(message, name)
+        raise RunInterrupted(message, self.stop.signum or signal.SIGINT)
 
     def _read_timings(self) -> list[dict[str, float]]:
         """Per-round timings of an earlier (interrupted) session of this run, if any."""
@@ -149,7 +217,48 @@ class FederatedEngine:
         )
 
     # -- the loop -------------------------------------------------------------------
-    def run_rounds(self, executor: TrainExecutor) -> dict[str, Any]:
+    def train_round(
+        self, executor: ClientExecutor, round_: int, sampled: list[int], global_state: StateDict
+    ) -> tuple[StateDict | None, dict[int, str], list[tuple[int, LocalResult]]]:
+        """One round's local updates, by blocks of consecutive clients whose partial sums are
+        merged in block order as they arrive (only out-of-order partials are held). Returns
+        the new global state (None when no client succeeded), the failures, and the
+        successful clients' results (sizes, metrics; updates are in the partials)."""
+        blocks = split_blocks(sampled, self.strategy.start_aggregation({}).mergeable)
+        aggregation = self.strategy.start_aggregation(global_state)
+        fold: InOrderFold[StateDict] = InOrderFold(
+            range(len(blocks)), lambda _b, partial: aggregation.merge(partial)
+        )
+        pending = set(range(len(blocks)))
+        failed: dict[int, str] = {}
+        ok: list[tuple[int, LocalResult]] = []
+        for b, result in executor.train(round_, blocks, global_state, self.store.get):
+            if b not in pending:
+                continue  # not asked for, or a duplicate
+            pending.discard(b)
+            for k in blocks[b]:
+                outcome = result.clients.get(k)
+                if isinstance(outcome, LocalResult):
+                    self.store.put(k, outcome.client_state, round_)
+                    ok.append((k, outcome))
+                else:
+                    failed[k] = _describe_failure(outcome)
+            if result.partial is None:
+                fold.skip(b)
+            else:
+                fold.put(b, result.partial)
+            if self.stop.is_set():
+                break
+        for b in sorted(pending):
+            if not self.stop.is_set():
+                failed.update({k: _describe_failure(None) for k in blocks[b]})
+            fold.skip(b)
+        self.peak_held_partials = max(self.peak_held_partials, fold.peak_held)
+        ok.sort(key=lambda item: item[0])
+        failed = dict(sorted(failed.items()))
+        return (aggregation.result() if ok else None), failed, ok
+
+    def run_rounds(self, executor: ClientExecutor) -> dict[str, Any]:
         cfg, f = self.cfg, self.cfg.federated
         started = time.time()
         loaded = self.run.load_checkpoint()
@@ -158,6 +267,7 @@ class FederatedEngine:
             global_state = state["global_state"]
             self.store.restore(state["client_state_index"])
             self._kept_snapshots = [self.store.snapshot()]
+            self._checkpointed_round = start_round
         else:
             start_round = 0
             global_state = self.strategy.init_global_state()
@@ -173,15 +283,15 @@ class FederatedEngine:
             f"{cfg.name} [{cfg.strategy.name}]", f.rounds, self.progress, start=start_round
         ) as bar:
             for round_ in range(start_round + 1, f.rounds + 1):
-                t0 = time.perf_counter()
+                t0, round_started = time.perf_counter(), time.time()
+                before = self.store.snapshot()
+                self._last_global, self._round_start_index = global_state, before
+                self._raise_if_stopped(round_ - 1, global_state, before)
                 sampled = sample_clients(eligible, f.participation, cfg.seed, round_)
-                states = {k: self.store.get(k) for k in sampled}
-                outcomes = executor.train(round_, sampled, global_state, states)
-                ok = [(k, o) for k in sampled if isinstance(o := outcomes.get(k), LocalResult)]
-                failed = {
-                    k: _describe_failure(outcomes.get(k)) for k in sampled if k not in dict(ok)
-                }
-                if len(failed) > f.max_failure_fraction * len(sampled) or not ok:
+                new_global, failed, ok = self.train_round(executor, round_, sampled, global_state)
+                self._raise_if_stopped(round_ - 1, global_state, before)
+                if len(failed) > f.max_failure_fraction * len(sampled) or new_global is None:
+                    self.store.restore(before)
                     self._checkpoint(round_ - 1, global_state)
                     message = (
                         f"round {round_}: {len(failed)} of {len(sampled)} clients failed "
@@ -192,9 +302,7 @@ class FederatedEngine:
                     )
                     self.run.mark_failed(message)
                     raise RunError(message)
-                for k, result in ok:
-                    self.store.put(k, result.client_state, round_)
-                global_state = self.strategy.aggregate(global_state, [r for _, r in ok])
+                global_state = new_global
                 train_time = time.perf_counter() - t0
                 record: dict[str, Any] = {
                     "round": round_,
@@ -205,14 +313,19 @@ class FederatedEngine:
                 for key in sorted({m for _, r in ok for m in r.metrics} - {"train_loss"}):
                     record[key] = _weighted_metric(ok, key)  # e.g. FedLoGe's loss_psi
                 if round_ % f.eval_every == 0 or round_ == f.rounds:
-                    last_eval, last_per_class = self.evaluate(round_, global_state)
+                    last_eval, last_per_class = self.evaluate(round_, global_state, executor)
                     record.update(last_eval)
                 self.run.log_metrics(record)
                 _maybe_kill_for_test(round_)
                 if round_ % f.checkpoint_every == 0 or round_ == f.rounds:
                     self._checkpoint(round_, global_state)
                 timings.append(
-                    {"round": round_, "train_s": train_time, "total_s": time.perf_counter() - t0}
+                    {
+                        "round": round_,
+                        "started": round_started,
+                        "train_s": train_time,
+                        "total_s": time.perf_counter() - t0,
+                    }
                 )
                 if round_ % f.checkpoint_every == 0:
                     self.run.write_json("timings.json", timings)
@@ -223,7 +336,7 @@ class FederatedEngine:
                     status += f" · personal {100 * record[personal_head]:.1f}%"
                 bar.update(completed=round_, status=status)
         if not last_eval:  # resumed after the last round: evaluate the final state again
-            last_eval, last_per_class = self.evaluate(f.rounds, global_state)
+            last_eval, last_per_class = self.evaluate(f.rounds, global_state, executor)
         self.run.write_json("timings.json", timings)
         summary = {
             "engine": "federated",
@@ -261,12 +374,14 @@ def _maybe_kill_for_test(round_: int) -> None:
 def _describe_failure(outcome: Any) -> str:
     if outcome is None:
         return "no reply (timed out or lost)"
+    if isinstance(outcome, RemoteClientError):  # already "Type: message", from its node
+        return str(outcome)
     if isinstance(outcome, BaseException):
         return f"{type(outcome).__name__}: {outcome}"
     return str(outcome)
 
 
-def _weighted_metric(ok: list[tuple[int, LocalResult]], key: str) -> float:
+def _weighted_metric(ok: Sequence[tuple[int, LocalResult]], key: str) -> float:
     pairs = [(r.metrics[key], r.num_examples) for _, r in ok if key in r.metrics]
     total = sum(n for _, n in pairs)
     if not pairs or total == 0:

@@ -26,6 +26,7 @@ from fedlt.config import ExperimentConfig, resolve
 from fedlt.data.federated import FederatedData, build_federated_data
 from fedlt.data.transforms import random_crop_flip
 from fedlt.devices import configure_torch, resolve_device
+from fedlt.evaluation.federated import class_hits
 from fedlt.models import build_model
 from strategies.federated import FEDERATED_STRATEGIES, parse_options
 from strategies.federated.base import (
@@ -91,8 +92,14 @@ class FederatedRuntime:
         num_classes, image_shape = d.num_classes, d.image_shape
         model_cfg = cfg.model
 
+        with torch.random.fork_rng(devices=[]):  # a probe model must not move the global RNG
+            probe = build_model(model_cfg.name, num_classes, image_shape, model_cfg.options)
+        self.channels_last = cfg.resources.channels_last and _is_convolutional(probe)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+
         def model_factory() -> torch.nn.Module:
-            return build_model(model_cfg.name, num_classes, image_shape, model_cfg.options)
+            model = build_model(model_cfg.name, num_classes, image_shape, model_cfg.options)
+            return model.to(memory_format=memory_format)
 
         self.strategy: FederatedStrategy = strategy_cls(
             options, model_factory, num_classes, self.device, cfg.seed
@@ -109,11 +116,14 @@ class FederatedRuntime:
 
     # -- data ---------------------------------------------------------------------
     def _normalise(self, u8: Tensor) -> Tensor:
-        return (u8.float().div_(255.0) - self.t.mean) / self.t.std
+        x = (u8.float().div_(255.0) - self.t.mean) / self.t.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def client_train_data(self, client_id: int) -> ClientData:
         idx = torch.from_numpy(self.data.client_indices[client_id].astype(np.int64)).to(self.device)
-        augment = _augment if self.cfg.federated.augment else None
+        augment = None
+        if self.cfg.federated.augment:
+            augment = _augment_channels_last if self.channels_last else _augment
         return ClientData(
             x=self._normalise(self.t.train_u8[idx]),
             y=self.t.train_y[idx],
@@ -172,9 +182,48 @@ class FederatedRuntime:
         idx = torch.from_numpy(self.data.client_test_indices[client_id].astype(np.int64))
         return self._logits(predictor, self.t.test_u8[idx.to(self.device)])
 
+    def personal_hits(
+        self, client_id: int, round_: int, global_state: StateDict, client_state: StateDict | None
+    ) -> dict[str, np.ndarray]:
+        """Per-class correct counts per personal mode on client ``client_id``'s local test
+        set (absent classes masked when ``federated.mask_absent_classes``): all the server
+        needs to compute every personalised metric exactly, in a few bytes per client."""
+        logits = self.personal_logits(client_id, round_, global_state, client_state)
+        labels = self.data.test.labels[self.data.client_test_indices[client_id]].astype(np.int64)
+        return {
+            mode: class_hits(
+                z, labels, self.data.num_classes, self.cfg.federated.mask_absent_classes
+            )
+            for mode, z in logits.items()
+        }
+
+    def client_sizes(self) -> dict[int, int]:
+        """Training-set size of every client (the work estimate for cohort assignment)."""
+        return {k: len(idx) for k, idx in enumerate(self.data.client_indices)}
+
+    def evaluated_clients(self) -> list[int]:
+        """Clients with both training data and a local test set (personalised evaluation)."""
+        d = self.data
+        return [
+            k
+            for k, test_idx in enumerate(d.client_test_indices)
+            if len(test_idx) > 0 and len(d.client_indices[k]) > 0
+        ]
+
 
 def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
     return random_crop_flip(x, generator, padding=4)
+
+
+def _augment_channels_last(x: Tensor, generator: torch.Generator) -> Tensor:
+    return _augment(x, generator).contiguous(memory_format=torch.channels_last)
+
+
+def _is_convolutional(model: torch.nn.Module) -> bool:
+    """Models with 2-D convolutions run in channels-last memory format (NHWC), which CPU
+    (oneDNN) and CUDA (cuDNN) convolution kernels prefer; the numbers differ from NCHW only
+    by floating-point summation order."""
+    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
 
 def config_text(cfg: ExperimentConfig) -> str:
@@ -203,3 +252,67 @@ def client_train(
 ) -> LocalResult:
     """One client's local update: the function both the ClientApp and the in-process engine call."""
     return get_runtime(text).train_client(client_id, round_, global_state, client_state)
+
+
+@dataclass
+class BlockResult:
+    """A block of clients trained one after another where they run.
+
+    ``clients``: each client's result *without* its update (size, metrics, new client state),
+    or the error that stopped it; ``partial``: the block's partial aggregate of the successful
+    clients' updates (:meth:`strategies.federated.base.Aggregation.partial`), None if none
+    succeeded."""
+
+    clients: dict[int, LocalResult | BaseException]
+    partial: StateDict | None
+
+
+def non_finite_entry(result: LocalResult) -> str | None:
+    """Name of the first update or client-state entry holding NaN or inf, else None."""
+    for kind, state in (("update", result.update), ("client state", result.client_state)):
+        floats = [v.reshape(-1) for v in state.values() if v.is_floating_point()]
+        if floats and bool(torch.isfinite(torch.cat(floats)).all()):
+            continue  # one check for the whole state (the common case)
+        for key, value in state.items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                return f"{kind} entry {key!r}"
+    return None
+
+
+def train_block(
+    text: str,
+    round_: int,
+    block: list[int],
+    global_state: StateDict,
+    states: dict[int, StateDict | None],
+) -> BlockResult:
+    """Train a block of clients in id order and sum their updates into the block's partial
+    aggregate. A client that raises, or whose update or state holds NaN/inf, is reported as
+    failed and left out of the sum; the others go on. The function both the ClientApp and
+    the in-process executor call, so both give the same numbers."""
+    runtime = get_runtime(text)
+    aggregation = runtime.strategy.start_aggregation(global_state)
+    clients: dict[int, LocalResult | BaseException] = {}
+    for k in block:
+        try:
+            result = runtime.train_client(k, round_, global_state, states.get(k))
+        except Exception as exc:  # a failing client must not stop the block
+            clients[k] = exc
+            continue
+        bad = non_finite_entry(result)
+        if bad is not None:
+            clients[k] = FloatingPointError(
+                f"non-finite values (NaN or inf) in {bad}; the update is discarded "
+                "(lower federated.lr if this repeats)"
+            )
+            continue
+        aggregation.add(result)
+        clients[k] = LocalResult({}, result.num_examples, result.client_state, result.metrics)
+    return BlockResult(clients, aggregation.partial() if aggregation.count else None)
+
+
+def client_evaluate(
+    text: str, client_id: int, round_: int, global_state: StateDict, client_state: StateDict | None
+) -> dict[str, np.ndarray]:
+    """One client's personalised evaluation (per-class hits per mode), wherever it runs."""
+    return get_runtime(text).personal_hits(client_id, round_, global_state, client_state)

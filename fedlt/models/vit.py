@@ -22,15 +22,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import Tensor, nn
 
 from fedlt.errors import ConfigError, DataError
 from fedlt.models.base import FeatureModel
+
+if TYPE_CHECKING:  # timm costs ~1.5 s to import: only models that need it load it
+    from timm.models.vision_transformer import VisionTransformer
 
 IN21K_HUB_ID = "timm/vit_base_patch16_224.augreg_in21k"
 IN21K_NPZ_NAME = "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0.npz"
@@ -92,6 +94,8 @@ def _build_vit(
     in_chans: int, img_size: int, patch_size: int, embed_dim: int, depth: int, heads: int
 ) -> VisionTransformer:
     _check_geometry(img_size, patch_size, embed_dim, depth, heads)
+    from timm.models.vision_transformer import VisionTransformer
+
     return VisionTransformer(
         img_size=img_size,
         patch_size=patch_size,
@@ -136,6 +140,8 @@ def load_checkpoint_into(vit: VisionTransformer, path: str | Path) -> None:
                 break
         if not key.startswith("head."):
             cleaned[key] = value
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
     cleaned = checkpoint_filter_fn(cleaned, vit)
     cleaned = {k: v for k, v in cleaned.items() if not k.startswith("head.")}
     try:
@@ -257,6 +263,8 @@ def vit_of(model: Any, key: str = "model.name") -> VisionTransformer:
     """The timm ViT inside a model built by this module (for prompt learners)."""
     backbone = getattr(model, "backbone", model)
     vit = getattr(backbone, "vit", backbone)
+    from timm.models.vision_transformer import VisionTransformer
+
     if not isinstance(vit, VisionTransformer):
         raise ConfigError(
             key,

@@ -7,7 +7,9 @@ for every round r and every sampled client k (in partition-id order)::
     client_state = store.get(k) or strategy.init_client_state(k)   # persists across rounds
     result = strategy.local_update(global_state, client_state, data_k, train, gen)
     store.put(k, result.client_state)                              # never aggregated
-    global_state = strategy.aggregate(global_state, results)       # results in id order
+    agg = strategy.start_aggregation(global_state)                 # once per round
+    agg.add(result)                                                # in partition-id order
+    global_state = agg.result()
 
 and evaluates with :meth:`generic_predictor` (balanced test set) and
 :meth:`personal_predictor` (each client's local test set). States are ``dict[str, Tensor]``
@@ -103,7 +105,10 @@ def cpu_state(module_or_state: nn.Module | StateDict, prefix: str = "") -> State
     state = (
         module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
     )
-    return {prefix + k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+    return {
+        prefix + k: v.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+        for k, v in state.items()
+    }
 
 
 def sub_state(state: StateDict, prefix: str) -> StateDict:
@@ -111,24 +116,131 @@ def sub_state(state: StateDict, prefix: str) -> StateDict:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
+WEIGHT_KEY, COUNT_KEY = "__fedlt.weight__", "__fedlt.count__"
+
+
+class WeightedMean:
+    """Running example-weighted mean of state dicts, folded one update at a time.
+
+    ``add`` accumulates ``Σ_k w_k·state_k`` in float64, in the order updates are added;
+    ``result`` divides by ``Σ_k w_k`` and casts back to each entry's dtype. Integer buffers
+    (BatchNorm's ``num_batches_tracked``) take the first update's value.
+
+    A *partial* (:meth:`to_partial`) is the accumulator itself (float64 sums, the weight and
+    count), so a block of clients can be summed where it was trained and merged on the
+    server (:meth:`merge_partial`): ``((0 + B_1) + B_2) + …`` with
+    ``B_b = (0 + w_i·x_i) + w_j·x_j + …`` over the clients of block b in partition-id order.
+    The blocks are fixed by the round's sampled clients (``split_blocks`` in
+    ``fedlt.federated.cohorts``), never by the workers, so the result is the same whatever
+    the pool size or cohort split.
+    """
+
+    def __init__(self) -> None:
+        self._acc: StateDict = {}
+        self._dtypes: dict[str, torch.dtype] = {}
+        self.total = 0.0
+        self.count = 0
+
+    def _start(self, state: StateDict, dtypes: dict[str, torch.dtype] | None = None) -> None:
+        for key, value in state.items():
+            self._dtypes[key] = (dtypes or {}).get(key, value.dtype)
+            self._acc[key] = (
+                torch.zeros_like(value, dtype=torch.float64, memory_format=torch.contiguous_format)
+                if value.is_floating_point()
+                else value.clone()
+            )
+
+    def add(self, state: StateDict, weight: float) -> None:
+        if not self.count:
+            self._start(state)
+        for key, value in state.items():
+            if value.is_floating_point():
+                self._acc[key] += value.to(torch.float64) * float(weight)
+        self.total += float(weight)
+        self.count += 1
+
+    def to_partial(self) -> StateDict:
+        """The accumulator as a state dict (float64 sums, first integer values, weight,
+        count); original dtypes are restored by :meth:`result` of the merging side from the
+        dtypes recorded in ``dtypes``."""
+        partial = {key: acc for key, acc in self._acc.items()}
+        partial[WEIGHT_KEY] = torch.tensor(self.total, dtype=torch.float64)
+        partial[COUNT_KEY] = torch.tensor(self.count, dtype=torch.int64)
+        return partial
+
+    def merge_partial(self, partial: StateDict, dtypes: dict[str, torch.dtype]) -> None:
+        """Add a partial sum (of clients that come after everything added so far)."""
+        sums = {k: v for k, v in partial.items() if k not in (WEIGHT_KEY, COUNT_KEY)}
+        if not self.count:
+            self._start(sums, dtypes)
+            for key, value in sums.items():
+                if not value.is_floating_point():
+                    self._acc[key] = value.clone()
+        for key, value in sums.items():
+            if value.is_floating_point():
+                self._acc[key] += value
+        self.total += float(partial[WEIGHT_KEY])
+        self.count += int(partial[COUNT_KEY])
+
+    @property
+    def dtypes(self) -> dict[str, torch.dtype]:
+        return dict(self._dtypes)
+
+    def result(self) -> StateDict:
+        if not self.count:
+            raise ValueError("nothing to aggregate")
+        if self.total <= 0:
+            raise ValueError("aggregation weights sum to zero")
+        return {
+            key: (acc / self.total).to(self._dtypes[key])
+            if acc.is_floating_point()
+            else acc.clone()
+            for key, acc in self._acc.items()
+        }
+
+
 def weighted_average(states: Sequence[StateDict], weights: Sequence[float]) -> StateDict:
-    """Σ_k w_k·state_k / Σ_k w_k for floating tensors; integer buffers (BatchNorm's
-    ``num_batches_tracked``) take the first state's value. Deterministic: summed in order."""
-    if not states:
-        raise ValueError("nothing to aggregate")
-    total = float(sum(weights))
-    if total <= 0:
-        raise ValueError("aggregation weights sum to zero")
-    out: StateDict = {}
-    for key, first in states[0].items():
-        if first.is_floating_point():
-            acc = torch.zeros_like(first, dtype=torch.float64)
-            for state, w in zip(states, weights, strict=True):
-                acc += state[key].to(torch.float64) * (w / total)
-            out[key] = acc.to(first.dtype)
-        else:
-            out[key] = first.clone()
-    return out
+    """Σ_k w_k·state_k / Σ_k w_k for floating tensors (see :class:`WeightedMean`)."""
+    mean = WeightedMean()
+    for state, w in zip(states, weights, strict=True):
+        mean.add(state, w)
+    return mean.result()
+
+
+class Aggregation:
+    """One round's aggregation: FedAvg's example-weighted mean of the updates (weights =
+    local training-set sizes), merged over the previous global state (entries a method does
+    not send keep their value).
+
+    The engine feeds it in partition-id order, either client by client (:meth:`add`) or as
+    partial sums of consecutive blocks of clients computed on the workers (:meth:`partial`
+    of a block's own Aggregation, then :meth:`merge` here). A strategy whose aggregation is
+    not a running sum overrides :meth:`partial` / :meth:`merge` (e.g. to carry the update
+    itself) and sets ``mergeable = False``: its blocks then hold one client each.
+    """
+
+    mergeable: ClassVar[bool] = True
+
+    def __init__(self, global_state: StateDict) -> None:
+        self.global_state = global_state
+        self.mean = WeightedMean()
+
+    @property
+    def count(self) -> int:
+        return self.mean.count
+
+    def add(self, result: LocalResult) -> None:
+        self.mean.add(result.update, result.num_examples)
+
+    def partial(self) -> StateDict:
+        return self.mean.to_partial()
+
+    def merge(self, partial: StateDict) -> None:
+        dtypes = {k: self.global_state[k].dtype for k in partial if k in self.global_state}
+        self.mean.merge_partial(partial, dtypes)
+
+    def result(self) -> StateDict:
+        return {**self.global_state, **self.mean.result()}
 
 
 def sgd(params: Any, train: TrainConfig) -> torch.optim.SGD:
@@ -218,10 +330,18 @@ class FederatedStrategy:
         """Extra loss term added to each local step (FedProx overrides)."""
         return 0.0
 
+    def start_aggregation(self, global_state: StateDict) -> Aggregation:
+        """A round's aggregation; the engine calls ``add`` for each successful client in
+        partition-id order as updates arrive, then ``result``. Override to aggregate
+        differently."""
+        return Aggregation(global_state)
+
     def aggregate(self, global_state: StateDict, results: Sequence[LocalResult]) -> StateDict:
-        """Example-weighted average of the updates (weights = local training-set sizes)."""
-        merged = weighted_average([r.update for r in results], [r.num_examples for r in results])
-        return {**global_state, **merged}
+        """All of a round's results at once (``results`` in partition-id order)."""
+        aggregation = self.start_aggregation(global_state)
+        for result in results:
+            aggregation.add(result)
+        return aggregation.result()
 
     # -- evaluation ---------------------------------------------------------------
     def generic_predictor(self, global_state: StateDict) -> Predictor:
