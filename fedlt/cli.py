@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", help="sweep output folder")
     sweep.add_argument("--max-parallel", type=int, help="at most this many runs at once")
     sweep.add_argument("--no-progress", action="store_true")
+    sweep.add_argument(
+        "--backend",
+        choices=["tasks", "flower"],
+        default="tasks",
+        help="tasks: each run is one Ray task (default); flower: runs in turn, each run's "
+        "clients spread over a pool of Flower SuperNodes (one big run over a cluster)",
+    )
 
     report = sub.add_parser("report", help="tables and figures from run directories")
     report.add_argument("paths", nargs="+", help="run or sweep directories")
@@ -218,7 +225,12 @@ def main(argv: list[str] | None = None) -> int:
             from fedlt.sweep import sweep_command
 
             return sweep_command(
-                args.sweep, args.ray_address, args.out, args.max_parallel, not args.no_progress
+                args.sweep,
+                args.ray_address,
+                args.out,
+                args.max_parallel,
+                not args.no_progress,
+                backend=args.backend,
             )
         if args.command == "report":
             from fedlt.report import report_command

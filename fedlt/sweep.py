@@ -386,6 +386,8 @@ def execute_run(
     run_dir: str,
     driver_cwd: str | None = None,
     runner: Runner | None = None,
+    backend: str = "inprocess",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Body of one sweep task: run (or resume) the experiment; never raises.
 
@@ -421,9 +423,13 @@ def execute_run(
             from fedlt.registry import import_reference
 
             runner = import_reference(DEFAULT_RUNNER)  # type: ignore[assignment]
-        # In-process federated loop (no Flower simulation nested in a Ray task); the runner
-        # sends continual configs to the stream engine whatever the backend.
-        kwargs: dict[str, Any] = {"backend": "inprocess", "progress": False}
+        # Inside a Ray task: the in-process federated loop (no Flower simulation nested in a
+        # task). With the flower backend the sweep driver calls this directly and the run's
+        # clients go through the pool of SuperNodes. Continual configs go to the stream
+        # engine whatever the backend.
+        kwargs: dict[str, Any] = {"backend": backend, "progress": False}
+        if backend == "flower":
+            kwargs["ray_address"] = ray_address
         if resumed:
             kwargs["resume"] = path
         else:
@@ -521,8 +527,16 @@ def run_sweep(
     progress: bool = True,
     runner: Runner | None = None,
     console: Any = None,
+    backend: str = "tasks",
 ) -> SweepOutcome:
-    """Execute a plan on Ray: skip finished runs, resume checkpointed ones, retry the rest."""
+    """Execute a plan on Ray: skip finished runs, resume checkpointed ones, retry the rest.
+
+    ``backend``: ``tasks`` runs every run as one Ray task (its clients in a loop inside it,
+    many runs at once); ``flower`` runs one run after another, each spreading its clients
+    over a pool of Flower SuperNodes on the local Ray or the cluster at ``ray_address`` — for
+    runs too big for one worker."""
+    if backend not in ("tasks", "flower"):
+        raise ConfigError("--backend", f"expected 'tasks' or 'flower', got {backend!r}")
     from rich.console import Console
 
     console = console or Console()
@@ -549,7 +563,10 @@ def run_sweep(
         todo.append(run)
     outcome.save()
 
-    if todo:
+    if todo and backend == "flower":
+        address = ray_address or os.environ.get("RAY_ADDRESS") or None
+        _run_in_turn(todo, outcome, address, runner, console)
+    elif todo:
         address = ray_address or os.environ.get("RAY_ADDRESS") or None
         started = _init_ray(address, None)
         try:
@@ -570,6 +587,29 @@ def run_sweep(
         f"{counts['skipped']} skipped (of {len(plan.runs)}) -> {plan.output_dir}"
     )
     return outcome
+
+
+def _run_in_turn(
+    todo: list[PlannedRun],
+    outcome: SweepOutcome,
+    address: str | None,
+    runner: Runner | None,
+    console: Any,
+) -> None:
+    """The flower backend: runs one after another in this process, clients on the pool."""
+    for i, run in enumerate(todo, 1):
+        console.print(f"[{i}/{len(todo)}] {run.key} (Flower pool)")
+        result = execute_run(
+            run.config,
+            str(run.run_dir),
+            runner=runner,
+            backend="flower",
+            ray_address=address,
+        )
+        outcome.states[run.key] = result
+        outcome.save()
+        if result["state"] == "failed":
+            console.print(f"[red]{run.key} failed[/]: {result['error']}", markup=True)
 
 
 def _submit_and_wait(
@@ -646,6 +686,7 @@ def sweep_command(
     progress: bool = True,
     *,
     runner: Runner | None = None,
+    backend: str = "tasks",
 ) -> int:
     """CLI entry (``fedlt sweep``): plan, run, report; exit code 1 if any run failed."""
     from rich.console import Console
@@ -663,6 +704,7 @@ def sweep_command(
         progress=progress,
         runner=runner,
         console=console,
+        backend=backend,
     )
     from fedlt.report import report_command
 

@@ -488,31 +488,42 @@ def resolve_run_config_path(value: Any) -> Path:
 
 @server_app.main()
 def _flwr_run_main(grid: Grid, context: Context) -> None:
-    """Entry point for ``flwr run .``: the config path comes from the run config."""
+    """Entry point for ``flwr run .``: the config path comes from the run config. The run is
+    validated (and its data built) before its directory is made, as with ``fedlt run``."""
     from fedlt.config import load_config
     from fedlt.federated.engine import FederatedEngine
     from fedlt.federated.runtime import config_text
+    from fedlt.preflight import preflight
     from fedlt.runs import RunDirectory
 
+    log = logging.getLogger("fedlt")
     path = resolve_run_config_path(context.run_config.get(CONFIG_KEY, "simulations/default.yaml"))
     cfg = load_config(path)
     cfg.logging.progress = False
+    preflight(cfg)
     run = RunDirectory.create(cfg)
-    logging.getLogger("fedlt").warning("fedlt run directory: %s", run.path)
-    engine = FederatedEngine(run, progress=False)
-    executor = GridExecutor(
-        grid,
-        config_text(cfg),
-        cfg.data.partition.num_clients,
-        engine.client_sizes,
-        cfg.federated.round_timeout,
-        stop=engine.stop,
-        new_aggregation=lambda: engine.strategy.start_aggregation({}),
-    )
-    engine.run_rounds(executor)
-    logging.getLogger("fedlt").warning(
+    log.warning("fedlt run directory: %s", run.path.resolve())
+    try:
+        engine = FederatedEngine(run, progress=False)
+        executor = GridExecutor(
+            grid,
+            config_text(cfg),
+            cfg.data.partition.num_clients,
+            engine.client_sizes,
+            cfg.federated.round_timeout,
+            stop=engine.stop,
+            new_aggregation=lambda: engine.strategy.start_aggregation({}),
+        )
+        engine.run_rounds(executor)
+    except BaseException as exc:
+        if run.status.get("status") not in ("failed", "interrupted"):
+            run.mark_failed(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        run.release_lock()
+    log.warning(
         "fedlt run complete (%s placement over %d SuperNodes): %s",
         executor.placement,
         len(executor.node_ids),
-        run.path,
+        run.path.resolve(),
     )

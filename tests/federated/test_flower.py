@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from fedlt.cli import main as cli_main
 from fedlt.config import load_config
@@ -168,3 +169,30 @@ def test_flwr_run_serves_every_partition_over_the_local_federation(tiny_config, 
             for child in proc.children(recursive=True):
                 child.kill()
             proc.kill()
+
+
+def test_sweep_with_the_flower_backend_runs_each_run_over_the_pool(tmp_path):
+    from fedlt.sweep import sweep_command
+
+    tiny = ["data.partition.num_clients=4", "federated.rounds=2", "resources.ray_num_cpus=2"]
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "pool",
+                "set": {
+                    key: yaml.safe_load(value)
+                    for key, value in (x.split("=", 1) for x in [*tiny, "strategy.name=fedavg"])
+                },
+                "seeds": [0],
+            }
+        )
+    )
+    out = tmp_path / "out"
+    assert sweep_command(str(sweep), out=str(out), progress=False, backend="flower") == 0
+    status = json.loads((out / "sweep_status.json").read_text())
+    assert status["counts"]["done"] == 1
+    [run] = list(out.glob("*/seed-0"))
+    cfg = load_config(None, [*tiny, "strategy.name=fedavg", f"output_dir={tmp_path / 'ref'}"])
+    ref = run_experiment(cfg, backend="inprocess", progress=False)
+    assert (ref / "metrics.jsonl").read_bytes() == (run / "metrics.jsonl").read_bytes()
