@@ -59,10 +59,12 @@ class LongTailConfig:
 class PartitionConfig:
     """How training samples are split over clients.
 
-    ``name``: a registered partitioner (iid, dirichlet, shard, file) or
-    ``package.module:callable``. ``alpha`` is the Dirichlet concentration, ``min_size``
-    (>0) switches on the minimum-client-size Dirichlet variant, ``classes_per_client`` is
-    for ``shard``, ``path`` for ``file``; ``options`` are passed to custom partitioners.
+    ``name``: a registered partitioner (iid, dirichlet, shard, file),
+    ``package.module:callable`` or ``flwr_datasets:<Partitioner>`` (docs/partition.md).
+    ``alpha`` is the Dirichlet concentration, ``min_size`` (>0) switches on the
+    minimum-client-size Dirichlet variant, ``classes_per_client`` is for ``shard``,
+    ``path`` for ``file``; ``options`` are passed to custom and Flower Datasets
+    partitioners.
     """
 
     name: str = "dirichlet"
@@ -85,10 +87,11 @@ class DataConfig:
     """Dataset source, global long tail and client partition.
 
     ``source``: digits (scikit-learn's bundled set, the offline default), synthetic,
-    cifar10, cifar100, imagefolder, or ``package.module:callable``. ``root``: where the
-    files are (cifar/imagefolder). ``options``: source-specific (e.g. synthetic's
-    ``num_classes``, ``image_size``). ``cache_dir``: decoded-image cache (default
-    ``~/.cache/fedlt``). ``download``: fetch cifar when missing and online.
+    cifar10, cifar100, imagefolder, ``torchvision:<Name>``, ``hf:<path>`` or
+    ``package.module:callable`` (docs/partition.md). ``root``: where the files are.
+    ``options``: source-specific (e.g. synthetic's ``num_classes``, ``image_size``).
+    ``cache_dir``: decoded-image cache (default ``~/.cache/fedlt``). ``download``: fetch
+    cifar / torchvision datasets when missing and online (never for ``hf:``).
     """
 
     source: str = "digits"
@@ -160,13 +163,41 @@ class ResourcesConfig:
         )
 
 
+SinkName = Literal["tensorboard", "mlflow", "wandb"]
+
+
 @dataclass
 class LoggingConfig:
-    """Progress display and optional TensorBoard event files."""
+    """Progress display and metric sinks (docs/tracking.md).
+
+    ``sinks``: where every metrics record is mirrored besides ``metrics.jsonl``:
+    ``tensorboard`` (event files in ``<run>/tensorboard``), ``mlflow`` (tracking store
+    ``mlflow_uri``, default ``sqlite:///<output_dir>/mlflow.db``; experiment
+    ``mlflow_experiment``), ``wandb`` (project ``wandb_project``, ``wandb_mode`` offline by
+    default). ``tensorboard: true`` is the older spelling of ``sinks: [tensorboard]``.
+    """
 
     progress: bool = True
     verbose: bool = False
     tensorboard: bool = False
+    sinks: list[SinkName] = field(default_factory=list)
+    mlflow_uri: str | None = None
+    mlflow_experiment: str = "fedlt"
+    wandb_project: str = "fedlt"
+    wandb_mode: Literal["offline", "online"] = "offline"
+
+    def validate(self, prefix: str) -> None:
+        repeated = sorted({s for s in self.sinks if self.sinks.count(s) > 1})
+        require(not repeated, f"{prefix}.sinks", f"{repeated} given more than once")
+        require(bool(self.mlflow_experiment), f"{prefix}.mlflow_experiment", "must not be empty")
+        require(bool(self.wandb_project), f"{prefix}.wandb_project", "must not be empty")
+
+    def sink_names(self) -> list[str]:
+        """The sinks to open: ``sinks``, plus ``tensorboard`` when ``tensorboard: true``."""
+        names = list(self.sinks)
+        if self.tensorboard and "tensorboard" not in names:
+            names.insert(0, "tensorboard")
+        return names
 
 
 @dataclass
@@ -354,11 +385,11 @@ def load_config(
 
 def _validate_components(cfg: ExperimentConfig) -> None:
     """Check component names and options against their registries (lazy imports)."""
-    from fedlt.data.partition import PARTITIONERS
-    from fedlt.data.sources import SOURCES
+    from fedlt.data.partition import check_partitioner
+    from fedlt.data.sources import check_source
 
-    SOURCES.get(cfg.data.source, "data.source")
-    PARTITIONERS.get(cfg.data.partition.name, "data.partition.name")
+    check_source(cfg.data.source, "data.source")
+    check_partitioner(cfg.data.partition)
     from fedlt.models import MODELS
 
     MODELS.get(cfg.model.name, "model.name")

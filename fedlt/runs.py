@@ -9,6 +9,8 @@ Layout of ``<output_dir>/<name>-<YYYYmmdd-HHMMSS>[-N]/``::
     checkpoints/       step-<k>.pt: everything needed for an exact resume
     summary.json       headline numbers, written last
     figures/           PNG plots
+    sinks.json         ids of the MLflow / W&B runs mirroring this run (logging.sinks)
+    tensorboard/       event files (logging.sinks: [tensorboard])
 
 A run never reuses a directory. Every file is written atomically (temporary file, fsync,
 rename), so a killed run leaves either the old or the new version, never half a file; a
@@ -25,6 +27,11 @@ checkpoint cannot run code. An unreadable newest checkpoint is set aside
 One process at a time writes a run: :class:`RunLock` holds an advisory ``flock`` on
 ``lock`` (released by the kernel when the process dies, so a lock left by a SIGKILLed run
 is detected as stale and taken over) and records the owner's pid for the error message.
+
+Metric sinks (``logging.sinks``, docs/tracking.md) mirror every metrics record to
+TensorBoard, MLflow or Weights & Biases through the small :class:`MetricSink` protocol. A
+sink never makes a run fail: its first error is printed once as a warning and the sink is
+switched off for the rest of the run.
 """
 
 from __future__ import annotations
@@ -41,9 +48,10 @@ import socket
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -62,6 +70,7 @@ LOCK_NAME = "lock"
 STATUS_NAME = "status.json"
 # status keys that survive every status update (running -> failed -> running -> complete)
 PERSISTENT_STATUS_KEYS = ("started", "config_sha256", "config_changes")
+SINKS_NAME = "sinks.json"
 
 
 # ----------------------------------------------------------------------------- files
@@ -419,6 +428,125 @@ def _pid_alive(owner: dict[str, Any]) -> bool:
     return True
 
 
+# ----------------------------------------------------------------------------- sinks
+@dataclass
+class SinkContext:
+    """What a sink is opened with: the run folder, its resolved config, and ``state``, a
+    JSON-able dict the sink may fill (e.g. its run id) that is kept in ``sinks.json`` and
+    handed back when the run is resumed."""
+
+    run_path: Path
+    config: ExperimentConfig
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class MetricSink(Protocol):
+    """A place metrics records are mirrored to (docs/tracking.md).
+
+    Built as ``factory(context: SinkContext)``; ``log`` gets every metrics record and its
+    step (``round``, or ``samples_seen`` for stream runs), ``close`` the run's final state:
+    ``complete``, ``failed`` or ``interrupted``.
+    """
+
+    name: str
+
+    def log(self, record: Mapping[str, Any], step: int) -> None: ...
+
+    def close(self, status: str) -> None: ...
+
+
+def _sink_factories() -> dict[str, Callable[[SinkContext], MetricSink]]:
+    from fedlt.tblog import MLflowSink, TensorBoardSink, WandbSink
+
+    return {"tensorboard": TensorBoardSink, "mlflow": MLflowSink, "wandb": WandbSink}
+
+
+def record_step(record: Mapping[str, Any]) -> int:
+    """The step of a metrics record: its ``round`` (federated) or ``samples_seen`` (stream)."""
+    return int(record.get("round", record.get("samples_seen", 0)))
+
+
+class MetricSinks:
+    """The sinks of one run (``logging.sinks``), opened on the first record.
+
+    Every call into a sink is guarded: an exception is reported once on stderr and that
+    sink is dropped, so a sink can never fail the run.
+    """
+
+    def __init__(self, run_path: Path, config: ExperimentConfig) -> None:
+        self.run_path = Path(run_path)
+        self.config = config
+        self.names = config.logging.sink_names()
+        self._sinks: dict[str, MetricSink] | None = None
+        self.last_step = 0
+
+    @property
+    def state_path(self) -> Path:
+        return self.run_path / SINKS_NAME
+
+    def _open(self) -> dict[str, MetricSink]:
+        if self._sinks is not None:
+            return self._sinks
+        saved = self._read_state()
+        factories = _sink_factories()
+        self._sinks = {}
+        for name in self.names:
+            context = SinkContext(self.run_path, self.config, dict(saved.get(name, {})))
+            sink = self._guard(name, factories[name], context)
+            if sink is not None:
+                self._sinks[name] = sink
+                if context.state:
+                    saved[name] = context.state
+        if saved:
+            self._guard("sinks.json", atomic_write_text, self.state_path, dumps(saved))
+        return self._sinks
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def _guard(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``; on an exception warn (once: the sink is then dropped), return None."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            if self._sinks is not None:
+                self._sinks.pop(name, None)
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            warn(
+                f"metric sink {name!r} failed ({type(exc).__name__}: {detail}); it is switched "
+                f"off for the rest of this run ({self.run_path})"
+            )
+            return None
+
+    def log(self, record: Mapping[str, Any]) -> None:
+        """Mirror one metrics record into every open sink."""
+        if not self.names:
+            return
+        step = record_step(record)
+        self.last_step = max(self.last_step, step)
+        for name, sink in list(self._open().items()):
+            self._guard(name, sink.log, record, step)
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        """The summary's numbers as ``summary.*`` metrics at the last step."""
+        if self.names:
+            self.log_at({"summary": summary}, self.last_step)
+
+    def log_at(self, record: Mapping[str, Any], step: int) -> None:
+        for name, sink in list(self._open().items()):
+            self._guard(name, sink.log, record, step)
+
+    def close(self, status: str) -> None:
+        """Close every open sink with the run's final state; later records reopen them."""
+        sinks, self._sinks = self._sinks, None
+        for name, sink in (sinks or {}).items():
+            self._guard(name, sink.close, status)
+
+
 # ----------------------------------------------------------------------------- runs
 def _first_missing(path: Path) -> Path | None:
     """The topmost ancestor of ``path`` (or ``path`` itself) that does not exist yet."""
@@ -461,7 +589,7 @@ class RunDirectory:
     def __init__(self, path: Path, config: ExperimentConfig) -> None:
         self.path = Path(path)
         self.config = config
-        self._tensorboard = None
+        self._sinks: MetricSinks | None = None
         self._lock = RunLock(self.path)
         self._latest: Checkpoint | None = None
 
@@ -575,6 +703,7 @@ class RunDirectory:
     def mark_interrupted(self, message: str, signal_name: str) -> None:
         """The run was stopped on request (Ctrl-C, SIGTERM) after a checkpoint of its last
         finished round; ``fedlt run --resume`` continues it."""
+        self._close_sinks("interrupted")
         self._write_status(
             {"status": "interrupted", "signal": signal_name, "error": message, "time": time.time()}
         )
@@ -582,6 +711,7 @@ class RunDirectory:
     def mark_failed(self, message: str) -> None:
         """Record a failure. If even that write fails (disk full), status.json is rewritten
         in place, and removed as a last resort, so it never keeps saying "running"."""
+        self._close_sinks("failed")
         status = {"status": "failed", "error": message, "time": time.time()}
         try:
             self._write_status(status)
@@ -634,18 +764,18 @@ class RunDirectory:
             with contextlib.suppress(OSError), open(self.metrics_path, "r+b") as fh:
                 fh.truncate(size)
             raise RunError(f"cannot append to {self.metrics_path}: {exc.strerror or exc}") from exc
-        if self.config.logging.tensorboard:
-            self._log_tensorboard(record)
+        self.sinks.log(record)
 
-    def _log_tensorboard(self, record: dict[str, Any]) -> None:
-        """Mirror a metrics record into TensorBoard event files under ``<run>/tensorboard``
-        (step: ``round`` for federated runs, ``samples_seen`` for streams)."""
-        if self._tensorboard is None:
-            from fedlt.tblog import TensorBoardLogger
+    @property
+    def sinks(self) -> MetricSinks:
+        """This run's metric sinks (``logging.sinks``; opened on the first record)."""
+        if self._sinks is None:
+            self._sinks = MetricSinks(self.path, self.config)
+        return self._sinks
 
-            self._tensorboard = TensorBoardLogger(self.path / "tensorboard")
-        step = record.get("round", record.get("samples_seen", 0))
-        self._tensorboard.log(record, int(step))
+    def _close_sinks(self, status: str) -> None:
+        if self._sinks is not None:
+            self._sinks.close(status)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.is_file():
@@ -746,9 +876,8 @@ class RunDirectory:
 
     def write_summary(self, summary: dict[str, Any]) -> Path:
         path = self.write_json("summary.json", summary)
-        if self._tensorboard is not None:
-            self._tensorboard.close()
-            self._tensorboard = None
+        self.sinks.log_summary(summary)
+        self._close_sinks("complete")
         self._write_status({"status": "complete", "time": time.time()})
         return path
 

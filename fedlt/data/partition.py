@@ -10,7 +10,9 @@ result (types, range, duplicates, client count) and raises :class:`PartitionErro
 the partitioner and the offending client / index.
 
 Built-ins: ``iid``, ``dirichlet`` (FedLoGe's per-sample rule; a minimum-size variant when
-``min_size > 0``), ``shard`` and ``file``.
+``min_size > 0``), ``shard`` and ``file``. ``flwr_datasets:<Partitioner>`` runs a Flower
+Datasets partitioner with ``cfg.options`` as its arguments (:mod:`fedlt.data.flwr_partition`,
+docs/partition.md); its result goes through the same validation.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ from typing import Any
 import numpy as np
 
 from fedlt.config import PartitionConfig
+from fedlt.data.flwr_partition import (
+    check_flwr_partitioner,
+    flwr_datasets_partition,
+    is_flwr_datasets,
+)
 from fedlt.errors import ConfigError, PartitionError
 from fedlt.registry import Registry, call_plugin
 
@@ -314,6 +321,16 @@ def empty_clients(parts: list[np.ndarray]) -> list[int]:
     return [k for k, p in enumerate(parts) if len(p) == 0]
 
 
+def check_partitioner(cfg: PartitionConfig) -> None:
+    """Config-time check of ``data.partition.name`` (and, for Flower Datasets partitioners,
+    of their options): a registered name, ``package.module:callable`` or
+    ``flwr_datasets:<Partitioner>`` (docs/partition.md)."""
+    if is_flwr_datasets(cfg.name):
+        check_flwr_partitioner(cfg)
+        return
+    PARTITIONERS.get(cfg.name, f"{KEY}.name")
+
+
 def build_partition(
     labels: np.ndarray, cfg: PartitionConfig, rng: np.random.Generator
 ) -> list[np.ndarray]:
@@ -330,8 +347,11 @@ def build_partition(
             f"{KEY}.num_clients",
             f"{cfg.num_clients} clients but only {len(labels)} training samples",
         )
-    fn = PARTITIONERS.get(cfg.name, f"{KEY}.name")
-    if cfg.name in PARTITIONERS:
+    if is_flwr_datasets(cfg.name):
+        fn: Partitioner = flwr_datasets_partition
+        result = flwr_datasets_partition(labels, cfg, rng)
+    elif cfg.name in PARTITIONERS:
+        fn = PARTITIONERS.get(cfg.name, f"{KEY}.name")
         if cfg.options:
             raise ConfigError(
                 f"{KEY}.options",
@@ -340,6 +360,7 @@ def build_partition(
             )
         result = fn(labels, cfg.num_clients, rng, cfg)
     else:
+        fn = PARTITIONERS.get(cfg.name, f"{KEY}.name")
         try:
             inspect.signature(fn).bind(labels, cfg.num_clients, rng, **cfg.options)
         except (TypeError, ValueError) as exc:

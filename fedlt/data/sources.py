@@ -9,11 +9,14 @@ Built-ins: ``digits`` (scikit-learn's bundled 8×8 digits, the offline default),
 ``synthetic`` (seeded class-conditional images of any size), ``cifar10`` / ``cifar100`` (the
 python-pickle layout torchvision downloads) and ``imagefolder`` (``train/<class>/*.jpg``
 trees, optionally with ImageNet-LT / iNaturalist style split lists). File-based sources
-cache their decoded pixels (see :mod:`fedlt.data.cache`).
+cache their decoded pixels (see :mod:`fedlt.data.cache`). Sources by name:
+``torchvision:<Name>`` (:mod:`fedlt.data.torchvision_source`) and ``hf:<path>``
+(:mod:`fedlt.data.hf_source`); see docs/partition.md.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 from collections.abc import Callable
@@ -83,9 +86,39 @@ def make_splits(
     return DataSplits(train=train, test=test, name=name, mean=mean, std=std, info=info or {})
 
 
+SOURCE_PREFIXES = {
+    "torchvision": ("fedlt.data.torchvision_source", "torchvision_factory"),
+    "hf": ("fedlt.data.hf_source", "hf_factory"),
+}
+"""``<prefix>:<name>`` sources (docs/partition.md, "Sources by name"); a prefix here wins
+over a ``package.module:callable`` reference of the same spelling."""
+
+
+def prefixed_source(name: str, key: str = "data.source") -> SourceFactory | None:
+    """The factory of a ``torchvision:<Name>`` / ``hf:<path>`` source (its name checked),
+    or None when ``name`` has no such prefix."""
+    prefix, sep, rest = name.partition(":") if isinstance(name, str) else ("", "", "")
+    if not sep or prefix not in SOURCE_PREFIXES:
+        return None
+    module_name, function = SOURCE_PREFIXES[prefix]
+    make: Callable[[str, str], SourceFactory] = getattr(
+        importlib.import_module(module_name), function
+    )
+    return make(rest, key)
+
+
+def check_source(name: str, key: str = "data.source") -> None:
+    """Config-time check of ``data.source``: a registered name, a prefixed source or
+    ``package.module:callable`` (files are only looked at when the data is loaded)."""
+    if prefixed_source(name, key) is None:
+        SOURCES.get(name, key)
+
+
 def load_source(cfg: DataConfig, seed: int) -> DataSplits:
-    """Load ``cfg.source`` (registered name or ``package.module:callable``)."""
-    factory = SOURCES.get(cfg.source, "data.source")
+    """Load ``cfg.source`` (registered name, ``torchvision:<Name>``, ``hf:<path>`` or
+    ``package.module:callable``)."""
+    prefixed = prefixed_source(cfg.source)
+    factory = prefixed or SOURCES.get(cfg.source, "data.source")
     kwargs: dict[str, Any] = {
         "root": cfg.root,
         "cache_dir": resolve_cache_dir(cfg.cache_dir),
@@ -95,6 +128,8 @@ def load_source(cfg: DataConfig, seed: int) -> DataSplits:
     }
     if cfg.source in SOURCES:
         splits = factory(**kwargs)
+    elif prefixed is not None:
+        splits = call_plugin("data source", cfg.source, prefixed, **kwargs)
     else:
         splits = call_plugin("data source", cfg.source, factory, **kwargs)
     if not isinstance(splits, DataSplits):
