@@ -118,6 +118,8 @@ class FederatedEngine:
         self._last_global: StateDict = {}
         self._round_start_index: dict[int, int] = {}
         self.peak_held_partials = 0
+        self.server_state: StateDict = {}
+        self._next_server_state: StateDict = {}
 
     # -- evaluation -----------------------------------------------------------------
     def evaluate(
@@ -166,6 +168,7 @@ class FederatedEngine:
             {
                 "round": round_,
                 "global_state": global_state,
+                "server_state": self.server_state,
                 "client_state_index": snapshot,
                 # Client generators are derived from (seed, round, client), so these global
                 # states are not needed for exactness; saved so nothing is lost.
@@ -225,7 +228,7 @@ class FederatedEngine:
         the new global state (None when no client succeeded), the failures, and the
         successful clients' results (sizes, metrics; updates are in the partials)."""
         blocks = split_blocks(sampled, self.strategy.start_aggregation({}).mergeable)
-        aggregation = self.strategy.start_aggregation(global_state)
+        aggregation = self.strategy.start_aggregation(global_state, self.server_state)
         fold: InOrderFold[StateDict] = InOrderFold(
             range(len(blocks)), lambda _b, partial: aggregation.merge(partial)
         )
@@ -256,7 +259,11 @@ class FederatedEngine:
         self.peak_held_partials = max(self.peak_held_partials, fold.peak_held)
         ok.sort(key=lambda item: item[0])
         failed = dict(sorted(failed.items()))
-        return (aggregation.result() if ok else None), failed, ok
+        if not ok:
+            return None, failed, ok
+        new_global = aggregation.result()
+        self._next_server_state = aggregation.server_state
+        return new_global, failed, ok
 
     def run_rounds(self, executor: ClientExecutor) -> dict[str, Any]:
         cfg, f = self.cfg, self.cfg.federated
@@ -265,12 +272,14 @@ class FederatedEngine:
         if loaded is not None:
             state, start_round = loaded
             global_state = state["global_state"]
+            self.server_state = dict(state.get("server_state") or {})
             self.store.restore(state["client_state_index"])
             self._kept_snapshots = [self.store.snapshot()]
             self._checkpointed_round = start_round
         else:
             start_round = 0
             global_state = self.strategy.init_global_state()
+            self.server_state = self.strategy.init_server_state()
             self._write_partition()
             self._checkpoint(0, global_state)
         eligible = self.runtime.eligible_clients()
@@ -302,7 +311,7 @@ class FederatedEngine:
                     )
                     self.run.mark_failed(message)
                     raise RunError(message)
-                global_state = new_global
+                global_state, self.server_state = new_global, self._next_server_state
                 train_time = time.perf_counter() - t0
                 record: dict[str, Any] = {
                     "round": round_,

@@ -34,6 +34,9 @@ from strategies.federated import fedrod  # noqa: E402, F401
 from strategies.federated import ditto  # noqa: E402, F401
 from strategies.federated import fedetf  # noqa: E402, F401
 from strategies.federated import fedloge  # noqa: E402, F401
+from strategies.federated import fedavgm  # noqa: E402, F401
+from strategies.federated import fedadam  # noqa: E402, F401
+from strategies.federated import fedyogi  # noqa: E402, F401
 
 # isort: on
 

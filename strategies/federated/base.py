@@ -221,16 +221,21 @@ class Aggregation:
 
     mergeable: ClassVar[bool] = True
 
-    def __init__(self, global_state: StateDict) -> None:
+    def __init__(self, global_state: StateDict, server_state: StateDict | None = None) -> None:
         self.global_state = global_state
+        self.server_state: StateDict = dict(server_state or {})
         self.mean = WeightedMean()
 
     @property
     def count(self) -> int:
         return self.mean.count
 
+    def weight(self, result: LocalResult) -> float:
+        """A client's aggregation weight: its number of training examples."""
+        return float(result.num_examples)
+
     def add(self, result: LocalResult) -> None:
-        self.mean.add(result.update, result.num_examples)
+        self.mean.add(result.update, self.weight(result))
 
     def partial(self) -> StateDict:
         return self.mean.to_partial()
@@ -330,11 +335,17 @@ class FederatedStrategy:
         """Extra loss term added to each local step (FedProx overrides)."""
         return 0.0
 
-    def start_aggregation(self, global_state: StateDict) -> Aggregation:
-        """A round's aggregation; the engine calls ``add`` for each successful client in
-        partition-id order as updates arrive, then ``result``. Override to aggregate
-        differently."""
-        return Aggregation(global_state)
+    def init_server_state(self) -> StateDict:
+        """State that lives on the server only (e.g. a server optimizer's moments): updated by
+        :meth:`Aggregation.result`, checkpointed and resumed, never sent to clients."""
+        return {}
+
+    def start_aggregation(
+        self, global_state: StateDict, server_state: StateDict | None = None
+    ) -> Aggregation:
+        """A round's aggregation (see :class:`Aggregation`); after ``result`` its
+        ``server_state`` is the new server state. Override to aggregate differently."""
+        return Aggregation(global_state, server_state)
 
     def aggregate(self, global_state: StateDict, results: Sequence[LocalResult]) -> StateDict:
         """All of a round's results at once (``results`` in partition-id order)."""
