@@ -45,6 +45,7 @@ import yaml
 
 from fedlt.errors import RunError
 from fedlt.registry import did_you_mean
+from fedlt.runs import parse_metrics_line
 
 FORMATS = ("md", "csv", "png")
 DEFAULT_IGNORED: tuple[str, ...] = (
@@ -110,7 +111,7 @@ class RunRecord:
         records = []
         for line in path.read_text().splitlines():
             try:
-                records.append(json.loads(line))
+                records.append(parse_metrics_line(line))
             except json.JSONDecodeError:
                 continue  # a torn last line of a killed run
         return records

@@ -40,6 +40,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import re
@@ -133,6 +134,31 @@ def _json_default(obj: Any) -> Any:
 
 def dumps(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(obj, indent=indent, default=_json_default)
+
+
+def _finite_or_none(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    if hasattr(obj, "item") and not hasattr(obj, "__len__"):
+        return _finite_or_none(obj.item())
+    return obj
+
+
+def metrics_line(record: dict[str, Any]) -> str:
+    """One metrics.jsonl line in strict JSON: NaN and ±inf (an empty class group, a metric
+    no client reported) are written as ``null``; :func:`parse_metrics_line` reads them back
+    as NaN."""
+    return json.dumps(_finite_or_none(record), default=_json_default, allow_nan=False)
+
+
+def parse_metrics_line(line: str) -> dict[str, Any]:
+    """A metrics.jsonl record; top-level ``null`` values (non-finite numbers) become NaN."""
+    record = json.loads(line)
+    return {k: (math.nan if v is None else v) for k, v in record.items()}
 
 
 def warn(message: str) -> None:
@@ -753,7 +779,7 @@ class RunDirectory:
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON line to metrics.jsonl (flushed and fsynced). A failed append is
         cut back off, so the log never ends in half a line."""
-        line = (dumps(record, indent=None) + "\n").encode()
+        line = (metrics_line(record) + "\n").encode()
         size = self._metrics_size()
         try:
             with open(self.metrics_path, "ab") as fh:
@@ -780,7 +806,8 @@ class RunDirectory:
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.is_file():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+        lines = self.metrics_path.read_text().splitlines()
+        return [parse_metrics_line(line) for line in lines if line]
 
     def _metrics_size(self) -> int:
         return self.metrics_path.stat().st_size if self.metrics_path.is_file() else 0
