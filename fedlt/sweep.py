@@ -345,6 +345,12 @@ def config_differences(run_dir: Path, config: ExperimentConfig) -> list[str]:
         stored = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         return []
+    try:  # keys added to fedlt since the run was made take their defaults, as on resume
+        from fedlt.config import resolve
+
+        stored = yaml.safe_load(resolve(stored).to_yaml())
+    except Exception:
+        pass
     planned = yaml.safe_load(config.to_yaml())
 
     def flat(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -356,7 +362,8 @@ def config_differences(run_dir: Path, config: ExperimentConfig) -> list[str]:
         return {prefix: node}
 
     old, new = flat(stored), flat(planned)
-    return sorted(k for k in set(old) | set(new) if k != "output_dir" and old.get(k) != new.get(k))
+    ignored = lambda k: k == "output_dir" or k.startswith("logging.")  # noqa: E731
+    return sorted(k for k in set(old) | set(new) if not ignored(k) and old.get(k) != new.get(k))
 
 
 def set_aside(run_dir: Path) -> Path:
