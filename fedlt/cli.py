@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import traceback
 from pathlib import Path
@@ -167,8 +166,8 @@ def print_summary(summary: dict, run_dir: Path) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from fedlt.config import load_config
-    from fedlt.runner import run_experiment
+    """``fedlt run``: :func:`fedlt.api.run` (or :func:`fedlt.api.resume`), then the table."""
+    from fedlt import api
 
     if args.resume and (args.config or args.overrides):
         raise FedltError("--resume continues a run with its saved config; drop CONFIG/--set")
@@ -178,23 +177,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     if args.force and not args.resume:
         raise FedltError("--force only applies to --resume (a changed config.yaml)")
-    cfg = None if args.resume else load_config(args.config, args.overrides)
-    if cfg is not None and args.verbose:
-        cfg.logging.verbose = True
-    verbose = args.verbose or bool(cfg and cfg.logging.verbose)
-    progress = not args.no_progress and (cfg is None or cfg.logging.progress)
-    path = run_experiment(
-        cfg,
-        run_dir=args.run_dir,
-        resume=args.resume,
-        backend=args.backend,
-        progress=progress,
-        ray_address=args.ray_address,
-        verbose=verbose,
-        force=args.force,
-    )
-    summary = json.loads((path / "summary.json").read_text())
-    print_summary(summary, path)
+    common = {
+        "backend": args.backend,
+        "progress": not args.no_progress,
+        "ray_address": args.ray_address,
+        "verbose": args.verbose,
+    }
+    if args.resume:
+        result = api.resume(args.resume, force=args.force, **common)
+    else:
+        cfg = api.load_config(args.config, args.overrides)
+        if args.verbose:
+            cfg.logging.verbose = True
+        result = api.run(cfg, run_dir=args.run_dir, **common)
+    print_summary(result.summary, result.path)
     return 0
 
 
@@ -222,22 +218,24 @@ def main(argv: list[str] | None = None) -> int:
 
             return stream_command(args.config, args.overrides, args.out)
         if args.command == "sweep":
-            from fedlt.sweep import sweep_command
+            from fedlt.api import sweep
 
-            return sweep_command(
+            result = sweep(
                 args.sweep,
-                args.ray_address,
-                args.out,
-                args.max_parallel,
-                not args.no_progress,
+                out=args.out,
                 backend=args.backend,
+                max_parallel=args.max_parallel,
+                ray_address=args.ray_address,
+                progress=not args.no_progress,
             )
+            return 1 if result.count("failed") else 0
         if args.command == "report":
-            from fedlt.report import report_command
+            from fedlt.api import report
 
-            return report_command(args.paths, args.out, group_by=args.group_by, ignore=args.ignore)
+            report(args.paths, out=args.out, group_by=args.group_by, ignore=args.ignore, echo=True)
+            return 0
         if args.command == "config":
-            from fedlt.config import load_config
+            from fedlt.api import load_config
 
             text = load_config(args.config, args.overrides).to_yaml()
             console.print(text, end="", markup=False, highlight=False, soft_wrap=True)

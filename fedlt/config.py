@@ -24,8 +24,9 @@ from fedlt.configtools import from_dict, require, require_range, require_seed, t
 from fedlt.continual.config import StreamConfig
 from fedlt.errors import ConfigError
 from fedlt.federated.config import FederatedConfig
+from fedlt.resources import simulations_dir
 
-SIMULATIONS_DIR = Path(__file__).resolve().parent.parent / "simulations"
+SIMULATIONS_DIR = simulations_dir()
 DEFAULT_CONFIG = SIMULATIONS_DIR / "default.yaml"
 
 

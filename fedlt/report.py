@@ -954,13 +954,13 @@ def report_command(
     """CLI entry (``fedlt report DIR... [--out DIR] [--group-by KEY...] [--ignore KEY...]``);
     default output ``<first DIR>/report``. With ``echo`` the markdown goes to stdout (figure
     links relative to the current folder) and a one-line summary to stderr."""
-    if not paths:
-        raise RunError("fedlt report: give at least one run or sweep folder")
-    first = Path(paths[0])
-    target = Path(out) if out else (first if first.is_dir() else first.parent) / "report"
-    grouping = Grouping.from_options(group_by, ignore)
-    result = build_report(paths, target, formats, grouping)
-    if echo:
-        markdown = relink_figures(result["markdown"], target / "figures")
-        _echo(markdown, f"wrote {len(result['files'])} files to {target}")
+    from fedlt.api import report
+
+    report(paths, out=out, formats=formats, group_by=group_by, ignore=ignore, echo=echo)
     return 0
+
+
+# ``fedlt.report(...)`` (the API function) keeps working after this module is imported
+from fedlt.api import make_callable  # noqa: E402
+
+make_callable(__name__)

@@ -695,29 +695,23 @@ def sweep_command(
     runner: Runner | None = None,
     backend: str = "tasks",
 ) -> int:
-    """CLI entry (``fedlt sweep``): plan, run, report; exit code 1 if any run failed."""
-    from rich.console import Console
+    """CLI entry (``fedlt sweep``): plan, run, report (:func:`fedlt.api.sweep`); exit code 1
+    if any run failed."""
+    from fedlt.api import sweep
 
-    console = Console()
-    plan = load_sweep(sweep_path, out)
-    console.print(
-        f"sweep {plan.name}: {len(plan.runs)} runs ({len({r.label for r in plan.runs})} "
-        f"override sets × {len({r.seed for r in plan.runs})} seeds) -> {plan.output_dir}"
-    )
-    outcome = run_sweep(
-        plan,
-        ray_address=ray_address,
+    result = sweep(
+        sweep_path,
+        out=out,
+        backend=backend,  # type: ignore[arg-type]
         max_parallel=max_parallel,
+        ray_address=ray_address,
         progress=progress,
         runner=runner,
-        console=console,
-        backend=backend,
     )
-    from fedlt.report import report_command
+    return 1 if result.count("failed") else 0
 
-    try:
-        report_command([str(plan.output_dir)], out=str(plan.output_dir / "report"), echo=False)
-        console.print(f"report: {plan.output_dir / 'report' / 'report.md'}")
-    except FedltError as exc:
-        console.print(f"[yellow]no report[/]: {exc}")
-    return 1 if outcome.count("failed") else 0
+
+# ``fedlt.sweep(...)`` (the API function) keeps working after this module is imported
+from fedlt.api import make_callable  # noqa: E402
+
+make_callable(__name__)
