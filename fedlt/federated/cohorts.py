@@ -49,22 +49,33 @@ def contiguous_cohorts(client_ids: Sequence[int], num_workers: int) -> list[list
     return [ids[bounds[i] : bounds[i + 1]] for i in range(num_workers) if bounds[i + 1] > bounds[i]]
 
 
-MAX_BLOCKS = 32
+MAX_BLOCKS = 64
+MIN_BLOCKS = 8
+PARTIAL_BYTES_PER_ROUND = 1 << 30
 
 
-def split_blocks(client_ids: Sequence[int], mergeable: bool = True) -> list[list[int]]:
+def max_blocks(model_numel: int) -> int:
+    """How many partial sums a round may send back: 64, fewer for big models so that a
+    round's float64 partials stay near 1 GiB (at least 8). A function of the model alone."""
+    per_partial = max(1, 8 * int(model_numel))
+    return max(MIN_BLOCKS, min(MAX_BLOCKS, PARTIAL_BYTES_PER_ROUND // per_partial))
+
+
+def split_blocks(
+    client_ids: Sequence[int], mergeable: bool = True, limit: int = MAX_BLOCKS
+) -> list[list[int]]:
     """Cut a round's sampled clients (in increasing id order) into consecutive *blocks*, the
     units whose updates are summed where they are trained and merged on the server in block
     order (:class:`strategies.federated.base.WeightedMean`).
 
-    A function of the sampled ids alone — never of the pool — so every pool size and cohort
-    split sums the same numbers in the same order: ``ceil(n / 32)`` clients per block, at most
-    32 blocks a round (one client per block up to 32 clients, and always when the strategy's
-    aggregation is not ``mergeable``). The server receives at most 32 partial sums per round
-    whatever the number of clients.
+    A function of the sampled ids (and the ``limit``, from the model size: :func:`max_blocks`)
+    — never of the pool — so every pool size and cohort split sums the same numbers in the
+    same order: ``ceil(n / limit)`` clients per block, at most ``limit`` blocks a round (one
+    client per block up to ``limit`` clients, and always when the strategy's aggregation is
+    not ``mergeable``).
     """
     ids = sorted(client_ids)
-    size = 1 if not mergeable else max(1, -(-len(ids) // MAX_BLOCKS))
+    size = 1 if not mergeable else max(1, -(-len(ids) // max(1, limit)))
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 

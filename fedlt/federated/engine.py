@@ -24,7 +24,7 @@ import torch
 
 from fedlt.errors import RunError, RunInterrupted
 from fedlt.evaluation.federated import generic_metrics, personal_metrics_from_hits
-from fedlt.federated.cohorts import InOrderFold, split_blocks
+from fedlt.federated.cohorts import InOrderFold, max_blocks, split_blocks
 from fedlt.federated.runtime import (
     BlockResult,
     FederatedRuntime,
@@ -227,7 +227,8 @@ class FederatedEngine:
         merged in block order as they arrive (only out-of-order partials are held). Returns
         the new global state (None when no client succeeded), the failures, and the
         successful clients' results (sizes, metrics; updates are in the partials)."""
-        blocks = split_blocks(sampled, self.strategy.start_aggregation({}).mergeable)
+        limit = max_blocks(sum(v.numel() for v in global_state.values()))
+        blocks = split_blocks(sampled, self.strategy.start_aggregation({}).mergeable, limit)
         aggregation = self.strategy.start_aggregation(global_state, self.server_state)
         fold: InOrderFold[StateDict] = InOrderFold(
             range(len(blocks)), lambda _b, partial: aggregation.merge(partial)

@@ -141,6 +141,8 @@ def train(msg: Message, context: Context) -> Message:
     results: dict[int, Any] = {}
     partials: list[StateDict] = []
     partial_blocks: list[int] = []
+    singles: list[StateDict] = []
+    single_blocks: list[int] = []
     client_states: list[StateDict] = []
     start = 0
     for b, size in zip(config["block-ids"], config["block-sizes"], strict=True):
@@ -157,11 +159,17 @@ def train(msg: Message, context: Context) -> Message:
                 "metrics": {m: float(v) for m, v in result.metrics.items()},
             }
             client_states.append(result.client_state)
-        if outcome.partial is not None:
+        if outcome.partial is None:
+            continue
+        if len(block) == 1:  # half the bytes: the float32 update, not the float64 partial
+            singles.append(outcome.clients[block[0]].update)  # type: ignore[union-attr]
+            single_blocks.append(int(b))
+        else:
             partials.append(outcome.partial)
             partial_blocks.append(int(b))
-    results[-1] = {"partial-blocks": partial_blocks}
-    return _reply(msg, results, {"partials": partials, "states": client_states})
+    results[-1] = {"partial-blocks": partial_blocks, "single-blocks": single_blocks}
+    arrays = {"partials": partials, "singles": singles, "states": client_states}
+    return _reply(msg, results, arrays)
 
 
 @client_app.evaluate()
@@ -394,6 +402,13 @@ class GridExecutor:
                 strict=True,
             )
         )
+        singles = dict(
+            zip(
+                results["-1"]["single-blocks"],
+                unpack_record(content["singles"], str(config["singles-layout"])),
+                strict=True,
+            )
+        )
         states = iter(unpack_record(content["states"], str(config["states-layout"])))
         for b, block in blocks.items():
             clients: dict[int, LocalResult | BaseException] = {}
@@ -410,6 +425,11 @@ class GridExecutor:
                         client_state=_cloned(next(states)),
                         metrics={m: float(v) for m, v in entry["metrics"].items()},
                     )
+            if b in singles:  # rebuild the block's partial from its one update, exactly
+                [k] = block
+                aggregation = self.new_aggregation()
+                aggregation.add(LocalResult(singles[b], clients[k].num_examples))  # type: ignore[union-attr]
+                partials[b] = aggregation.partial()
             if b not in partials and any(isinstance(c, LocalResult) for c in clients.values()):
                 clients = {
                     k: _remote_error("no partial sum came back for its block") for k in block

@@ -307,7 +307,10 @@ def train_block(
             )
             continue
         aggregation.add(result)
-        clients[k] = LocalResult({}, result.num_examples, result.client_state, result.metrics)
+        # A block of one keeps its update: a node can send it (float32) instead of the float64
+        # partial, which the server rebuilds exactly (``0 + w·x`` is ``w·x``).
+        update = result.update if len(block) == 1 else {}
+        clients[k] = LocalResult(update, result.num_examples, result.client_state, result.metrics)
     return BlockResult(clients, aggregation.partial() if aggregation.count else None)
 
 

@@ -13,6 +13,7 @@ from fedlt.federated.cohorts import (
     InOrderFold,
     assign_cohorts,
     contiguous_cohorts,
+    max_blocks,
     split_blocks,
 )
 from strategies.federated.base import Aggregation, LocalResult, WeightedMean, weighted_average
@@ -41,6 +42,8 @@ def test_blocks_depend_on_the_sampled_ids_only():
     ids = list(range(0, 2000, 2))
     blocks = split_blocks(ids)
     assert len(blocks) <= MAX_BLOCKS and [k for b in blocks for k in b] == ids
+    assert len(split_blocks(ids, limit=8)) == 8 and max_blocks(11_000_000) == 12
+    assert max_blocks(100) == MAX_BLOCKS and max_blocks(10**9) == 8
     assert {len(b) for b in blocks[:-1]} == {len(blocks[0])}
     assert split_blocks(ids, mergeable=False) == [[k] for k in ids]
 

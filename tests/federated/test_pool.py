@@ -106,8 +106,9 @@ def _grid_executor(grid: InProcessGrid, planner=assign_cohorts):
     return make
 
 
-# 40 clients all participating: blocks of two clients, so partial sums are really merged;
-# FedLoGe has per-client state and personalised evaluation; client 3 fails in round 2.
+# 40 clients all participating, at most 16 blocks a round: 13 blocks of three clients (partial
+# sums merged) and one of one (sent as its update); FedLoGe has per-client state and
+# personalised evaluation; client 3 fails in round 2.
 OVERRIDES = (
     "strategy.name=fedloge",
     "data.partition.num_clients=40",
@@ -116,8 +117,15 @@ OVERRIDES = (
 )
 
 
+@pytest.fixture
+def sixteen_blocks(monkeypatch):
+    from fedlt.federated import engine
+
+    monkeypatch.setattr(engine, "max_blocks", lambda numel: 16)
+
+
 def test_pool_sizes_cohort_splits_arrival_order_and_placement_give_identical_metrics(
-    tiny_config, tmp_path
+    tiny_config, tmp_path, sixteen_blocks
 ):
     cfg = lambda: tiny_config(*OVERRIDES)  # noqa: E731
     reference, _ = _run(cfg(), tmp_path / "inprocess")
