@@ -30,7 +30,7 @@ from fedlt.errors import ConfigError, FedltError, RunError
 if TYPE_CHECKING:
     import pandas
 
-    from fedlt.config import ExperimentConfig
+    from fedlt.config import ExperimentConfig, OverridePair
     from fedlt.sweep import Runner, SweepPlan
 
 Backend = Literal["flower", "inprocess"]
@@ -153,7 +153,7 @@ def load_config(config: ConfigSource = None, overrides: Overrides = None) -> Exp
     """
     from fedlt.config import resolve
 
-    return resolve(apply_overrides(_raw_config(config), overrides))
+    return resolve(_raw_config(config), override_pairs(overrides))
 
 
 def _raw_config(config: ConfigSource) -> dict[str, Any]:
@@ -199,21 +199,27 @@ def _plain(value: Any) -> Any:
 def apply_overrides(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
     """A copy of ``raw`` with ``overrides`` set: a mapping ``{"a.b": value}`` (the value
     kept as given, no round trip through text) or ``["a.b=value", ...]`` strings."""
+    from fedlt.config import apply_overrides as apply_pairs
+
+    return apply_pairs(raw, override_pairs(overrides))
+
+
+def override_pairs(overrides: Overrides) -> list[OverridePair]:
+    """``overrides`` as (key path, value) pairs, the form :func:`fedlt.config.resolve`
+    applies: a mapping's values as given (paths as strings, tuples as lists), strings parsed
+    as the command line's ``key=yaml value``."""
+    from fedlt.config import override_pairs as parse_pairs
+
     if overrides is None:
-        return copy.deepcopy(raw)
+        return []
     if isinstance(overrides, (str, bytes)):
         raise TypeError(
             "overrides: expected a mapping {'dotted.key': value} or a list of 'key=value' "
             f"strings, got the string {overrides!r}"
         )
     if not isinstance(overrides, Mapping):
-        from fedlt.config import apply_overrides as apply_strings
-
-        return apply_strings(raw, list(overrides))
-    out = copy.deepcopy(raw)
-    for key, value in overrides.items():
-        set_dotted(out, _split_key(key), _plain(value))
-    return out
+        return parse_pairs(list(overrides))
+    return [(_split_key(key), _plain(value)) for key, value in overrides.items()]
 
 
 def _split_key(key: Any) -> list[str]:
@@ -226,20 +232,6 @@ def _split_key(key: Any) -> list[str]:
     if any(not part for part in parts):
         raise ConfigError("overrides", f"bad key {key!r} (an empty part between dots)")
     return parts
-
-
-def set_dotted(raw: dict[str, Any], path: list[str], value: Any) -> None:
-    """Set ``raw[path[0]][path[1]]... = value``, creating missing mappings; a ConfigError
-    names the key when a step on the way holds something other than a mapping."""
-    node = raw
-    for i, part in enumerate(path[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(".".join(path[: i + 1]), f"is {child!r}, not a mapping")
-        node = child
-    node[path[-1]] = value
 
 
 # ----------------------------------------------------------------------------- runs
@@ -464,6 +456,7 @@ __all__ = [
     "apply_overrides",
     "load_config",
     "load_run",
+    "override_pairs",
     "report",
     "resume",
     "run",

@@ -1,4 +1,8 @@
-"""Experiment configuration: YAML -> typed dataclasses, with ``--set a.b=value`` overrides.
+"""Experiment configuration: YAML -> typed dataclasses, with overrides.
+
+Overrides are (key path, value) pairs; the command line's ``--set a.b=value`` texts are
+parsed into pairs once (:func:`override_pairs`), and the Python API's ``{"a.b": value}``
+mappings become pairs without passing through text (docs/api.md).
 
 Every error names the dotted key path and what was expected::
 
@@ -14,6 +18,7 @@ config is resolved, so typos fail before any work starts.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +30,7 @@ from fedlt.continual.config import StreamConfig
 from fedlt.errors import ConfigError
 from fedlt.federated.config import FederatedConfig
 from fedlt.resources import simulations_dir
+from fedlt.seeding import LEGACY_SEED_LIMIT
 
 SIMULATIONS_DIR = simulations_dir()
 DEFAULT_CONFIG = SIMULATIONS_DIR / "default.yaml"
@@ -32,7 +38,8 @@ DEFAULT_CONFIG = SIMULATIONS_DIR / "default.yaml"
 
 @dataclass
 class LongTailConfig:
-    """Global long-tail profile applied to the training set (FedLoGe spec §1).
+    """Global long-tail profile applied to the training set (docs/partition.md;
+    FedLoGe, Xiao et al., ICLR 2024).
 
     ``exponential``: class c keeps ``int(n_max * IF^(-c/(C-1)))`` images (Cao et al. 2019).
     ``step``: the first ``(1 - step_minority_fraction)`` of classes keep ``n_max``, the rest
@@ -93,6 +100,12 @@ class DataConfig:
     ``options``: source-specific (e.g. synthetic's ``num_classes``, ``image_size``).
     ``cache_dir``: decoded-image cache (default ``~/.cache/fedlt``). ``download``: fetch
     cifar / torchvision datasets when missing and online (never for ``hf:``).
+    ``rng``: whose random draws build the data (docs/partition.md, "Random streams"):
+    ``fedlt`` (one named stream of the run seed per step) or ``fedloge-official`` (the
+    official FedLoGe code's draws, draw for draw: long tail after ``np.random.seed(0)``,
+    Dirichlet partition and local test sets from the run seed's legacy numpy stream, which
+    FedLoGe's SSE-C continues; needs ``partition.name: dirichlet``, ``min_size: 0`` and a
+    seed below 2**32).
     """
 
     source: str = "digits"
@@ -100,8 +113,30 @@ class DataConfig:
     options: dict[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
     download: bool = False
+    rng: Literal["fedlt", "fedloge-official"] = "fedlt"
     longtail: LongTailConfig = field(default_factory=LongTailConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
+
+    def check_official(self, engine: str, seed: int, prefix: str = "data") -> None:
+        """``rng: fedloge-official`` draws what the official code draws, which exists only
+        for its per-sample Dirichlet partition and for 32-bit seeds (``np.random.seed``)."""
+        if self.rng != "fedloge-official":
+            return
+        require(
+            seed < LEGACY_SEED_LIMIT,
+            "seed",
+            f"{prefix}.rng: fedloge-official seeds numpy's legacy generator, which takes "
+            f"seeds below 2**32; got {seed}",
+        )
+        if engine != "federated":
+            return
+        require(
+            self.partition.name == "dirichlet" and self.partition.min_size == 0,
+            f"{prefix}.partition.name",
+            f"{prefix}.rng: fedloge-official draws the official per-sample Dirichlet partition; "
+            f"it needs name: dirichlet and min_size: 0, got name: {self.partition.name}, "
+            f"min_size: {self.partition.min_size}",
+        )
 
 
 @dataclass
@@ -115,10 +150,30 @@ class ModelConfig:
 
 @dataclass
 class StrategyConfig:
-    """Learning method (federated or continual, by engine) and its hyperparameters."""
+    """Learning method (federated or continual, by engine) and its hyperparameters.
+
+    ``options`` is the mapping as written; when the config is resolved it is parsed into the
+    method's own ``Options`` dataclass once, and :attr:`typed_options` returns that object
+    (docs/federated.md, "Adding a strategy").
+    """
 
     name: str = "fedavg"
     options: dict[str, Any] = field(default_factory=dict)
+    _typed: tuple[dict[str, Any], Any] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def keep_typed(self, typed: Any) -> None:
+        """Remember ``typed``, the parse of the current ``options``."""
+        self._typed = (copy.deepcopy(self.options), typed)
+
+    @property
+    def typed_options(self) -> Any | None:
+        """The ``Options`` object parsed when the config was resolved; None when there is
+        none, or when ``options`` was changed since (then parse it again)."""
+        if self._typed is None or self._typed[0] != self.options:
+            return None
+        return self._typed[1]
 
 
 @dataclass
@@ -175,7 +230,7 @@ class LoggingConfig:
     ``tensorboard`` (event files in ``<run>/tensorboard``), ``mlflow`` (tracking store
     ``mlflow_uri``, default ``sqlite:///<output_dir>/mlflow.db``; experiment
     ``mlflow_experiment``), ``wandb`` (project ``wandb_project``, ``wandb_mode`` offline by
-    default). ``tensorboard: true`` is the older spelling of ``sinks: [tensorboard]``.
+    default). ``tensorboard: true`` is shorthand for ``sinks: [tensorboard]``.
     """
 
     progress: bool = True
@@ -221,6 +276,7 @@ class ExperimentConfig:
         check_run_name(self.name, _join(prefix, "name"))
         require_seed(self.seed, _join(prefix, "seed"))
         require(bool(self.output_dir), _join(prefix, "output_dir"), "must not be empty")
+        self.data.check_official(self.engine, self.seed, _join(prefix, "data"))
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -307,6 +363,12 @@ def load_yaml_text(text: str) -> Any:
         loader.dispose()
 
 
+OverridePair = tuple[Sequence[str], Any]
+"""One override: the key path (``["data", "partition", "alpha"]``) and the value to set."""
+Override = str | OverridePair
+"""An override as a (path, value) pair, or the command line's ``"a.b=value"`` text."""
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b.c=value`` (value read as YAML: ``3``, ``0.5``, ``true``, ``[1, 2]``)."""
     if "=" not in text:
@@ -324,20 +386,33 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with each ``a.b=value`` override set (creating mappings)."""
+def override_pairs(overrides: Iterable[Override]) -> list[OverridePair]:
+    """(path, value) pairs; ``"a.b=value"`` texts are parsed here, once, at the edge."""
+    return [parse_override(o) if isinstance(o, str) else (list(o[0]), o[1]) for o in overrides]
+
+
+def set_dotted(raw: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    """Set ``raw[path[0]][path[1]]... = value``, creating missing mappings; a ConfigError
+    names the key when a step on the way holds something other than a mapping."""
+    node = raw
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(path[: i + 1]), f"is {child!r}, not a mapping")
+        node = child
+    node[path[-1]] = value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[Override]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each override set in order (creating mappings).
+
+    Values of (path, value) pairs are set as given (deep-copied), with no round trip
+    through text."""
     out = copy.deepcopy(raw)
-    for text in overrides:
-        path, value = parse_override(text)
-        node = out
-        for i, part in enumerate(path[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(".".join(path[: i + 1]), f"is {child!r}, not a mapping")
-            node = child
-        node[path[-1]] = value
+    for path, value in override_pairs(overrides):
+        set_dotted(out, path, copy.deepcopy(value))
     return out
 
 
@@ -365,7 +440,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def resolve(raw: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
+def resolve(raw: dict[str, Any], overrides: Iterable[Override] | None = None) -> ExperimentConfig:
     """Build and validate an :class:`ExperimentConfig` from a mapping plus overrides.
 
     Validation includes the options of the chosen strategy and model and the existence of the
@@ -378,14 +453,15 @@ def resolve(raw: dict[str, Any], overrides: list[str] | None = None) -> Experime
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None
+    path: str | Path | None = None, overrides: Iterable[Override] | None = None
 ) -> ExperimentConfig:
     """Load a YAML experiment file (default: the embedded ``simulations/default.yaml``)."""
     return resolve(read_yaml(path or DEFAULT_CONFIG), overrides)
 
 
 def _validate_components(cfg: ExperimentConfig) -> None:
-    """Check component names and options against their registries (lazy imports)."""
+    """Check component names and options against their registries (lazy imports); the
+    parsed strategy options are kept on the config (:attr:`StrategyConfig.typed_options`)."""
     from fedlt.data.partition import check_partitioner
     from fedlt.data.sources import check_source
 
@@ -398,9 +474,10 @@ def _validate_components(cfg: ExperimentConfig) -> None:
         from strategies.federated import FEDERATED_STRATEGIES, parse_options
 
         strategy_cls = FEDERATED_STRATEGIES.get(cfg.strategy.name, "strategy.name")
-        parse_options(strategy_cls, cfg.strategy.options, "strategy.options")
+        typed = parse_options(strategy_cls, cfg.strategy.options, "strategy.options")
     else:
         from strategies.continual import CONTINUAL_LEARNERS, parse_options
 
         learner_cls = CONTINUAL_LEARNERS.get(cfg.strategy.name, "strategy.name")
-        parse_options(learner_cls, cfg.strategy.options, "strategy.options")
+        typed = parse_options(learner_cls, cfg.strategy.options, "strategy.options")
+    cfg.strategy.keep_typed(typed)

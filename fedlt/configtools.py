@@ -60,6 +60,9 @@ def convert(value: Any, tp: Any, key: str) -> Any:
             if type(None) in args:
                 return None
             raise ConfigError(key, f"expected {_describe(tp)}, got null")
+        present = [arg for arg in args if arg is not type(None)]
+        if len(present) == 1:  # ``X | None``: X's own error, which may name a nested key
+            return convert(value, present[0], key)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -139,7 +142,9 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
     """Build dataclass ``cls`` from a mapping; unknown keys and wrong types name their path.
 
     After construction, a ``validate(self, prefix)`` method on the dataclass (if present) is
-    called so range checks can report their key path too.
+    called so range checks can report their key path too. A field whose metadata has
+    ``expected`` (``field(metadata={"expected": "a non-empty list of integers"})``) reports a
+    value of the wrong type with that phrase instead of the one derived from its annotation.
     """
     if data is None:
         data = {}
@@ -155,7 +160,7 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
                 _join(prefix, str(name)),
                 f"unknown key{hint}; expected one of: {', '.join(fields)}",
             )
-        kwargs[name] = convert(value, hints[name], _join(prefix, name))
+        kwargs[name] = _convert_field(value, hints[name], fields[name], _join(prefix, name))
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
@@ -163,10 +168,26 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
     return obj
 
 
+def _convert_field(value: Any, tp: Any, spec: dataclasses.Field, key: str) -> Any:
+    """:func:`convert`, with the field's ``metadata["expected"]`` phrase in its error."""
+    expected = spec.metadata.get("expected")
+    try:
+        return convert(value, tp, key)
+    except ConfigError:
+        if expected is None:
+            raise
+        raise ConfigError(key, f"expected {expected}, got {value!r}") from None
+
+
 def to_dict(obj: Any) -> Any:
-    """Plain (YAML/JSON-serialisable) form of a dataclass tree."""
+    """Plain (YAML/JSON-serialisable) form of a dataclass tree.
+
+    Fields that are not constructor arguments (``field(init=False)``: values derived when
+    the config was resolved, such as typed component options) are left out, so the result
+    reads back with :func:`from_dict`.
+    """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -220,20 +241,9 @@ def require_seed(value: int, key: str) -> None:
         raise ConfigError(key, f"must be an integer in [0, 2**63), got {value}")
 
 
-def field_default(cls: type, name: str) -> Any:
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            if f.default is not dataclasses.MISSING:
-                return f.default
-            if f.default_factory is not dataclasses.MISSING:
-                return f.default_factory()
-    raise KeyError(name)
-
-
 __all__ = [
     "INT64_LIMIT",
     "convert",
-    "field_default",
     "from_dict",
     "require",
     "require_range",

@@ -8,9 +8,10 @@
    (continual), and the model and strategy with their options.
 
 The federated build *is* the run's runtime: it is kept in the per-process runtime cache
-(:func:`fedlt.federated.runtime.get_runtime`), so the engine that follows reuses it and the
-data is built once. The continual engine gets the decoded data the same way
-(:func:`fedlt.continual.engine.prepare_stream_data`); only its learner is built twice.
+(:func:`fedlt.federated.runtime.runtime_for`, built from the config object), so the engine
+that follows reuses it and the data is built once. The continual engine gets the decoded
+data the same way (:func:`fedlt.continual.engine.prepare_stream_data`); only its learner is
+built twice.
 
 Exceptions raised inside user plug-ins are reported by name (:func:`fedlt.registry.
 call_plugin`); any other unexpected exception of the build becomes a :class:`RunError`
@@ -90,10 +91,9 @@ def _check_creatable(folder: Path, key: str, shown: Path) -> None:
 # ----------------------------------------------------------------------------- builds
 def _build_federated(cfg: ExperimentConfig) -> None:
     """Data, long tail, partition, model and strategy: the engine's own runtime, cached."""
-    from fedlt.federated.runtime import config_text, get_runtime
+    from fedlt.federated.runtime import runtime_for
 
-    text = config_text(cfg)
-    runtime = _guarded(cfg, lambda: get_runtime(text))
+    runtime = _guarded(cfg, lambda: runtime_for(cfg))
     data = runtime.data
     if len(data.test) == 0:
         raise ConfigError("data.source", f"{cfg.data.source!r} gave an empty test set")

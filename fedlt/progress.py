@@ -20,10 +20,9 @@ console = Console(stderr=True)
 
 
 class _Silent:
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        pass
+    """The progress display of a disabled bar: every update is dropped."""
 
-    def advance(self, *args: Any, **kwargs: Any) -> None:
+    def update(self, *args: Any, **kwargs: Any) -> None:
         pass
 
 

@@ -17,12 +17,12 @@ Numbers are mean ± std over seeds, in percent; std is the sample standard devia
 (``numpy.std(ddof=1)``), left blank for a single seed. Federated tables use each run's
 headline modes (``summary["headline"]``, else the first mode in ``summary["final"]``):
 generic top-1 on the balanced test set, personalised top-1 (unweighted mean over clients,
-FedLoGe spec §5, and the sample-weighted mean) and many/medium/few accuracy under both the
+docs/federated.md, and the sample-weighted mean) and many/medium/few accuracy under both the
 ``count`` (>100 / 20-100 / <20 training images, Kang et al. 2020) and the ``mass`` (75% / 95%
 of cumulative sample mass, FedLoGe code) split; a further table lists every generic and
 personal mode. s/round is the mean of ``total_s`` (training, evaluation and checkpoints of a
 round) in each run's ``timings.json``, then mean ± std over seeds. Continual tables give A_auc,
-A_avg, A_last and F_last (Si-Blurry spec §2). Anything missing is skipped with a note, never a
+A_avg, A_last and F_last (docs/continual.md). Anything missing is skipped with a note, never a
 crash. Figures are drawn by :mod:`fedlt.plots`.
 """
 
@@ -41,11 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from fedlt.errors import RunError
+from fedlt.errors import FedltError, RunError
 from fedlt.registry import did_you_mean
-from fedlt.runs import parse_metrics_line
+from fedlt.runs import CONFIG_NAME, SUMMARY_NAME, RunDirectory
 
 FORMATS = ("md", "csv", "png")
 DEFAULT_IGNORED: tuple[str, ...] = (
@@ -103,31 +102,21 @@ class RunRecord:
     def seed(self) -> Any:
         return self.summary.get("seed", self.config.get("seed"))
 
+    @property
+    def run(self) -> RunDirectory:
+        """The run folder, for reading its files."""
+        return RunDirectory.at(self.path)
+
     def metrics(self) -> list[dict[str, Any]]:
         """The records of ``metrics.jsonl`` (a torn last line is dropped)."""
-        path = self.path / "metrics.jsonl"
-        if not path.is_file():
-            return []
-        records = []
-        for line in path.read_text().splitlines():
-            try:
-                records.append(parse_metrics_line(line))
-            except json.JSONDecodeError:
-                continue  # a torn last line of a killed run
-        return records
+        return self.run.read_metrics(skip_torn=True)
 
     def seconds_per_round(self) -> float | None:
         """Mean ``total_s`` over the rounds of ``timings.json``; None without one."""
-        try:
-            timings = json.loads((self.path / "timings.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
-        if not isinstance(timings, list):
-            return None
         totals = [
             float(t["total_s"])
-            for t in timings
-            if isinstance(t, dict) and isinstance(t.get("total_s"), (int, float))
+            for t in self.run.read_timings()
+            if isinstance(t.get("total_s"), (int, float))
         ]
         return float(np.mean(totals)) if totals else None
 
@@ -145,14 +134,15 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _load_run(folder: Path, notes: list[str]) -> RunRecord | None:
+    run = RunDirectory.at(folder)
     try:
-        config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
-        summary = json.loads((folder / "summary.json").read_text())
-    except (OSError, yaml.YAMLError, json.JSONDecodeError) as exc:
-        notes.append(f"skipped {folder}: unreadable config.yaml/summary.json ({exc})")
+        config = run.read_config_mapping()
+        summary = run.read_summary()
+    except (OSError, FedltError, json.JSONDecodeError) as exc:
+        notes.append(f"skipped {folder}: unreadable {CONFIG_NAME}/{SUMMARY_NAME} ({exc})")
         return None
-    if not isinstance(config, dict) or not isinstance(summary, dict):
-        notes.append(f"skipped {folder}: config.yaml or summary.json is not a mapping")
+    if not isinstance(summary, dict):
+        notes.append(f"skipped {folder}: {SUMMARY_NAME} is not a mapping")
         return None
     return RunRecord(folder, flatten(config), summary)
 
@@ -166,24 +156,17 @@ def find_runs(paths: Sequence[str | Path]) -> tuple[list[RunRecord], list[str]]:
         if not root.exists():
             notes.append(f"{root}: no such file or folder")
             continue
-        for config_file in [root / "config.yaml", *root.rglob("config.yaml")]:
-            folder = config_file.parent
-            if not config_file.is_file() or folder in folders:
+        for config_file in [root / CONFIG_NAME, *root.rglob(CONFIG_NAME)]:
+            run = RunDirectory.at(config_file.parent)
+            if not run.has_config or run.path in folders:
                 continue
-            if (folder / "summary.json").is_file():
-                folders.add(folder)
+            if run.has_summary:
+                folders.add(run.path)
             else:
-                status = _status(folder)
-                notes.append(f"skipped {folder}: no summary.json (status: {status})")
+                status = run.status.get("status", "unknown")
+                notes.append(f"skipped {run.path}: no {SUMMARY_NAME} (status: {status})")
     runs = [r for f in sorted(folders) if (r := _load_run(f, notes)) is not None]
     return runs, sorted(set(notes))
-
-
-def _status(folder: Path) -> str:
-    try:
-        return str(json.loads((folder / "status.json").read_text()).get("status", "unknown"))
-    except (OSError, json.JSONDecodeError):
-        return "unknown"
 
 
 # -- grouping -------------------------------------------------------------------------------
@@ -818,10 +801,10 @@ def plot_per_class(groups: list[Group], folder: Path, notes: list[str]) -> list[
 def _partition_counts(runs: list[RunRecord]) -> tuple[np.ndarray, RunRecord] | None:
     """Client × class counts of the first run (by seed) with a readable partition.json."""
     for run in sorted(runs, key=lambda r: (_sort_value(r.seed), str(r.path))):
+        data = run.run.read_partition()
         try:
-            data = json.loads((run.path / "partition.json").read_text())
-            counts = np.asarray(data["client_class_counts"], dtype=float)
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+            counts = np.asarray((data or {})["client_class_counts"], dtype=float)
+        except (KeyError, TypeError, ValueError):
             continue
         if counts.ndim == 2 and counts.size:
             return counts, run

@@ -101,7 +101,7 @@ def _check_resumable(run: RunDirectory, force: bool) -> None:
     change = run.config_changed()
     if change is None:
         return
-    config_file = run.path / "config.yaml"
+    config_file = run.config_path
     what = (
         f"{config_file} changed since the run started (sha256 {change[0][:12]}… recorded, "
         f"{change[1][:12]}… now)"
@@ -122,7 +122,7 @@ def _check_client_state(run: RunDirectory) -> None:
     index = checkpoint.state.get("client_state_index") or {}
     if not index:
         return
-    root = run.path / "client_state"
+    root = run.client_state_dir
     needed = f"{checkpoint.path.name} needs the saved state of {len(index)} clients"
     if not root.is_dir():
         raise RunError(
@@ -150,7 +150,7 @@ def _dispatch(
     engine = FederatedEngine(run, progress=progress)
     if backend == "inprocess":
         with stop_on_signals(engine.stop):
-            return engine.run_rounds(InProcessExecutor(engine.text))
+            return engine.run_rounds(InProcessExecutor(engine.runtime))
     if backend != "flower":
         raise ValueError(f"unknown backend {backend!r}; expected 'flower' or 'inprocess'")
     from fedlt.federated.simulation import run_flower

@@ -7,10 +7,17 @@ Layout of ``<output_dir>/<name>-<YYYYmmdd-HHMMSS>[-N]/``::
     lock               {"pid", "host", "since"} of the process writing the run (while it runs)
     metrics.jsonl      one JSON object per round (federated) or per evaluation (stream)
     checkpoints/       step-<k>.pt: everything needed for an exact resume
+    client_state/      clients' persistent state (federated; fedlt.federated.state_store)
+    timings.json       per-round wall times (federated)
+    partition.json     the client partition (federated; :mod:`fedlt.partition_file`)
     summary.json       headline numbers, written last
     figures/           PNG plots
     sinks.json         ids of the MLflow / W&B runs mirroring this run (logging.sinks)
     tensorboard/       event files (logging.sinks: [tensorboard])
+
+:class:`RunDirectory` is the only code that knows these names: everything else (engines,
+sweeps, reports, scripts) reads and writes a run's files through it (docs/federated.md,
+"Run directory").
 
 A run never reuses a directory. Every file is written atomically (temporary file, fsync,
 rename), so a killed run leaves either the old or the new version, never half a file; a
@@ -69,6 +76,14 @@ CHECKPOINTS_KEPT = 2
 CHECKPOINT_FORMAT = "fedlt-checkpoint/2"
 LOCK_NAME = "lock"
 STATUS_NAME = "status.json"
+CONFIG_NAME = "config.yaml"
+METRICS_NAME = "metrics.jsonl"
+SUMMARY_NAME = "summary.json"
+TIMINGS_NAME = "timings.json"
+PARTITION_NAME = "partition.json"
+CHECKPOINT_DIR = "checkpoints"
+CLIENT_STATE_DIR = "client_state"
+FIGURE_DIR = "figures"
 # status keys that survive every status update (running -> failed -> running -> complete)
 PERSISTENT_STATUS_KEYS = ("started", "config_sha256", "config_changes")
 SINKS_NAME = "sinks.json"
@@ -610,11 +625,15 @@ def _make_folder(target: Path, exist_ok: bool) -> None:
 
 
 class RunDirectory:
-    """One experiment's output folder (see the module docstring for the layout)."""
+    """One experiment's output folder (see the module docstring for the layout).
 
-    def __init__(self, path: Path, config: ExperimentConfig) -> None:
+    ``config`` is the resolved config; when not given (:meth:`at`), it is read from
+    ``config.yaml`` the first time it is asked for.
+    """
+
+    def __init__(self, path: str | Path, config: ExperimentConfig | None = None) -> None:
         self.path = Path(path)
-        self.config = config
+        self._config = config
         self._sinks: MetricSinks | None = None
         self._lock = RunLock(self.path)
         self._latest: Checkpoint | None = None
@@ -641,7 +660,7 @@ class RunDirectory:
             if lock:
                 run.acquire_lock()
             text = config.to_yaml()
-            atomic_write_text(target / "config.yaml", text)
+            atomic_write_text(run.config_path, text)
             digest = hashlib.sha256(text.encode()).hexdigest()
             run._write_status(
                 {"status": "running", "started": time.time(), "config_sha256": digest}
@@ -676,10 +695,40 @@ class RunDirectory:
     @classmethod
     def open(cls, path: str | Path) -> RunDirectory:
         """An existing run (for resume or report); its config is re-validated."""
-        path = Path(path)
-        config_file = path / "config.yaml"
+        run = cls(path)
+        if not run.has_config:
+            raise RunError(f"{run.path} is not a fedlt run directory (no {CONFIG_NAME})")
+        run._config = resolve(run.read_config_mapping())
+        return run
+
+    @classmethod
+    def at(cls, path: str | Path) -> RunDirectory:
+        """The run folder ``path`` for reading its files, whatever state it is in (it may not
+        exist yet); nothing is read or validated until asked for."""
+        return cls(path)
+
+    # -- config ---------------------------------------------------------------------
+    @property
+    def config(self) -> ExperimentConfig:
+        """The resolved config (read from ``config.yaml`` on first use when not given)."""
+        if self._config is None:
+            self._config = resolve(self.read_config_mapping())
+        return self._config
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_NAME
+
+    @property
+    def has_config(self) -> bool:
+        return self.config_path.is_file()
+
+    def read_config_mapping(self) -> dict[str, Any]:
+        """``config.yaml`` as a plain mapping, as written (not resolved); RunError naming the
+        file when it is missing, unreadable or not a mapping."""
+        config_file = self.config_path
         if not config_file.is_file():
-            raise RunError(f"{path} is not a fedlt run directory (no config.yaml)")
+            raise RunError(f"{self.path} is not a fedlt run directory (no {CONFIG_NAME})")
         try:
             raw = load_yaml_text(config_file.read_text(encoding="utf-8")) or {}
         except FedltError:
@@ -688,7 +737,7 @@ class RunDirectory:
             raise RunError(f"{config_file}: cannot read the run's config ({exc})") from exc
         if not isinstance(raw, dict):
             raise RunError(f"{config_file}: expected a mapping, got {type(raw).__name__}")
-        return cls(path, resolve(raw))
+        return raw
 
     # -- lock -----------------------------------------------------------------------
     def acquire_lock(self) -> None:
@@ -718,7 +767,8 @@ class RunDirectory:
 
     @property
     def is_complete(self) -> bool:
-        return self.status.get("status") == "complete" and (self.path / "summary.json").is_file()
+        """Finished: ``summary.json`` present and ``status.json`` says ``complete``."""
+        return self.has_summary and self.status.get("status") == "complete"
 
     def _write_status(self, status: dict[str, Any]) -> None:
         """Replace status.json, keeping :data:`PERSISTENT_STATUS_KEYS` of the old one."""
@@ -751,12 +801,18 @@ class RunDirectory:
         except OSError:
             _remove_quietly(self.status_path)
 
-    # -- config ---------------------------------------------------------------------
+    def record_failure(self, message: str) -> None:
+        """Mark the run failed from outside it (a sweep whose run never started or whose
+        worker died), creating the folder when the run never did."""
+        _make_folder(self.path, exist_ok=True)
+        self.mark_failed(message)
+
+    # -- config changes -------------------------------------------------------------
     def config_changed(self) -> tuple[str, str] | None:
         """(recorded, current) sha256 of config.yaml if it changed since the run started;
         None if unchanged or if the run predates the recorded hash."""
         recorded = self.status.get("config_sha256")
-        current = sha256_file(self.path / "config.yaml")
+        current = sha256_file(self.config_path)
         if not recorded or recorded == current:
             return None
         return recorded, current
@@ -774,7 +830,7 @@ class RunDirectory:
     # -- metrics --------------------------------------------------------------------
     @property
     def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return self.path / METRICS_NAME
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON line to metrics.jsonl (flushed and fsynced). A failed append is
@@ -803,11 +859,22 @@ class RunDirectory:
         if self._sinks is not None:
             self._sinks.close(status)
 
-    def read_metrics(self) -> list[dict[str, Any]]:
+    def read_metrics(self, *, skip_torn: bool = False) -> list[dict[str, Any]]:
+        """The records of ``metrics.jsonl``, oldest first (none without the file). With
+        ``skip_torn``, lines that are not JSON (a killed run's torn last line) are dropped
+        instead of raising."""
         if not self.metrics_path.is_file():
             return []
-        lines = self.metrics_path.read_text().splitlines()
-        return [parse_metrics_line(line) for line in lines if line]
+        records = []
+        for line in self.metrics_path.read_text().splitlines():
+            if not line:
+                continue
+            try:
+                records.append(parse_metrics_line(line))
+            except json.JSONDecodeError:
+                if not skip_torn:
+                    raise
+        return records
 
     def _metrics_size(self) -> int:
         return self.metrics_path.stat().st_size if self.metrics_path.is_file() else 0
@@ -815,7 +882,17 @@ class RunDirectory:
     # -- checkpoints ----------------------------------------------------------------
     @property
     def checkpoint_dir(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def client_state_dir(self) -> Path:
+        """Where the federated engine keeps clients' persistent state."""
+        return self.path / CLIENT_STATE_DIR
+
+    @property
+    def has_checkpoint(self) -> bool:
+        """A config and at least one checkpoint file (readable or not): resumable."""
+        return self.has_config and bool(self.checkpoints())
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """(step, path) of the checkpoints present, oldest first."""
@@ -901,18 +978,66 @@ class RunDirectory:
         atomic_write_text(path, dumps(obj))
         return path
 
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY_NAME
+
+    @property
+    def has_summary(self) -> bool:
+        return self.summary_path.is_file()
+
     def write_summary(self, summary: dict[str, Any]) -> Path:
-        path = self.write_json("summary.json", summary)
+        """Write ``summary.json`` and mark the run complete (closing its sinks)."""
+        path = self.write_json(SUMMARY_NAME, summary)
         self.sinks.log_summary(summary)
         self._close_sinks("complete")
         self._write_status({"status": "complete", "time": time.time()})
         return path
 
     def read_summary(self) -> dict[str, Any] | None:
-        path = self.path / "summary.json"
+        """``summary.json`` (None before the run finished); JSON errors propagate."""
+        path = self.summary_path
         return json.loads(path.read_text()) if path.is_file() else None
 
+    @property
+    def timings_path(self) -> Path:
+        return self.path / TIMINGS_NAME
+
+    def write_timings(self, timings: list[dict[str, float]]) -> Path:
+        """Replace ``timings.json`` (one record per round: started, train_s, total_s)."""
+        return self.write_json(TIMINGS_NAME, timings)
+
+    def read_timings(self) -> list[dict[str, Any]]:
+        """The records of ``timings.json``; empty when it is missing, unreadable or not a
+        list of records."""
+        try:
+            timings = json.loads(self.timings_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return []
+        if not isinstance(timings, list):
+            return []
+        return [t for t in timings if isinstance(t, dict)]
+
+    @property
+    def partition_path(self) -> Path:
+        return self.path / PARTITION_NAME
+
+    def write_partition(self, text: str) -> Path:
+        """Write ``partition.json`` (the text of :func:`fedlt.partition_file.partition_text`,
+        the same schema ``fedlt partition`` writes)."""
+        atomic_write_text(self.partition_path, text)
+        return self.partition_path
+
+    def read_partition(self) -> dict[str, Any] | None:
+        """``partition.json`` as a mapping; None when it is missing, unreadable or not a
+        mapping."""
+        try:
+            data = json.loads(self.partition_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return data if isinstance(data, dict) else None
+
     def figure_path(self, name: str) -> Path:
-        folder = self.path / "figures"
+        folder = self.path / FIGURE_DIR
         folder.mkdir(exist_ok=True)
         return folder / f"{name}.png"

@@ -13,8 +13,10 @@ A sweep file (format in ``docs/sweeps.md``)::
     resources: {num_cpus: 1, num_gpus: 0.25}   # per run (Ray task); a run may override it
     output_dir: runs/sweeps/digits-demo         # relative to the working directory
 
-Every (override set × seed) becomes one resolved :class:`~fedlt.config.ExperimentConfig`,
-checked before Ray starts, and one Ray task running
+The file is read into a typed :class:`SweepSpec` (:func:`fedlt.configtools.from_dict`, so
+every error names its key and the file). Every (override set × seed) becomes (key path,
+value) override pairs and one resolved :class:`~fedlt.config.ExperimentConfig`, checked
+before Ray starts, and one Ray task running
 ``run_experiment(cfg, run_dir=<out>/<label>/seed-<seed>, backend="inprocess")``. Run
 directories are deterministic, so invoking the sweep again skips finished runs (summary.json
 and status "complete"), resumes runs that left a checkpoint, and retries the others; a failed
@@ -24,6 +26,7 @@ rest. At the end the sweep writes a report (:mod:`fedlt.report`) into ``<out>/re
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -35,13 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedlt.config import ExperimentConfig, read_yaml, resolve
+from fedlt.config import ExperimentConfig, OverridePair, read_yaml, resolve
+from fedlt.configtools import from_dict, require, require_range
 from fedlt.errors import ConfigError, FedltError
-from fedlt.registry import did_you_mean
+from fedlt.runs import RunDirectory
 
 Runner = Callable[..., Path]
 
-SWEEP_KEYS = ("name", "base", "set", "seeds", "grid", "runs", "resources", "output_dir")
 RESOURCE_KEYS = ("num_cpus", "num_gpus")
 STATUS_FILE = "sweep_status.json"
 DEFAULT_RUNNER = "fedlt.runner:run_experiment"
@@ -51,14 +54,115 @@ LABEL_NAMES = {
 }
 
 
+# -- the sweep file ------------------------------------------------------------------------
+@dataclass
+class SweepResources:
+    """Ray resources of each run (task); a key left out takes the base's ``resources``."""
+
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+
+    def validate(self, prefix: str) -> None:
+        if self.num_cpus is not None:
+            require_range(self.num_cpus, f"{prefix}.num_cpus", 0, low_open=True)
+        if self.num_gpus is not None:
+            require_range(self.num_gpus, f"{prefix}.num_gpus", 0)
+
+    def given(self) -> dict[str, float]:
+        """The amounts the sweep file sets, by name."""
+        amounts = {name: getattr(self, name) for name in RESOURCE_KEYS}
+        return {name: float(v) for name, v in amounts.items() if v is not None}
+
+
+@dataclass
+class SweepRun:
+    """One entry of ``runs:``: its label, overrides (dotted key -> value) and resources.
+
+    In the file the overrides sit beside ``label`` and ``resources``
+    (``{label: prox, strategy.name: fedprox}``); :func:`read_sweep_spec` gathers them."""
+
+    label: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    resources: SweepResources = field(default_factory=SweepResources)
+
+    def validate(self, prefix: str) -> None:
+        require(bool(self.label.strip()), f"{prefix}.label", "every run needs a non-empty label")
+
+
+@dataclass
+class SweepSpec:
+    """A sweep file, typed (keys and meaning: docs/sweeps.md)."""
+
+    name: str | None = None
+    base: str | dict[str, Any] | None = field(
+        default=None, metadata={"expected": "a file path or a mapping"}
+    )
+    set: dict[str, Any] | None = field(
+        default=None, metadata={"expected": "a mapping of dotted keys to values"}
+    )
+    seeds: list[int] | int | None = field(
+        default=None, metadata={"expected": "a non-empty list of integers"}
+    )
+    grid: dict[str, list[Any]] | None = None
+    runs: list[SweepRun] | None = None
+    resources: SweepResources = field(default_factory=SweepResources)
+    output_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.seeds is None:
+            self.seeds = [0]
+        elif isinstance(self.seeds, int):
+            self.seeds = [self.seeds]
+
+    def validate(self, prefix: str) -> None:
+        seeds = self.seed_list
+        require(bool(seeds), "seeds", f"expected a non-empty list of integers, got {seeds!r}")
+        require(len(set(seeds)) == len(seeds), "seeds", f"seeds repeat: {seeds}")
+        for key, values in (self.grid or {}).items():
+            require(bool(values), f"grid.{key}", f"expected a non-empty list, got {values!r}")
+        if self.runs is not None:
+            require(bool(self.runs), "runs", "expected a non-empty list of mappings, got []")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(self.seeds) if isinstance(self.seeds, list) else [0]
+
+
+def _gather_run_overrides(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with every ``runs:`` entry's dotted keys moved under ``overrides``."""
+    runs = raw.get("runs")
+    if not isinstance(runs, list):
+        return raw
+
+    def gather(item: Any) -> Any:
+        if not isinstance(item, dict):
+            return item
+        kept = {k: item[k] for k in ("label", "resources") if k in item}
+        rest = {str(k): v for k, v in item.items() if k not in kept}
+        return {**kept, "overrides": rest}
+
+    return {**raw, "runs": [gather(item) for item in runs]}
+
+
+def read_sweep_spec(source: Path) -> SweepSpec:
+    """Read and check a sweep file; every error names the key and the file."""
+    raw = read_yaml(source)
+    try:
+        return from_dict(SweepSpec, _gather_run_overrides(raw))
+    except ConfigError as exc:
+        raise _sweep_error(source, exc.key, exc.detail) from None
+
+
 # -- the plan ------------------------------------------------------------------------------
 @dataclass
 class PlannedRun:
-    """One (override set × seed) of a sweep, resolved and ready to submit."""
+    """One (override set × seed) of a sweep, resolved and ready to submit.
+
+    ``overrides``: the (key path, value) pairs applied to the base, in order."""
 
     label: str
     seed: int
-    overrides: list[str]
+    overrides: list[OverridePair]
     run_dir: Path
     config: ExperimentConfig
     num_cpus: float = 1.0
@@ -79,17 +183,33 @@ class SweepPlan:
     runs: list[PlannedRun] = field(default_factory=list)
 
 
+@dataclass
+class _OverrideSet:
+    """A labelled override set (a ``runs:`` entry combined with a grid point)."""
+
+    label: str
+    overrides: list[OverridePair]
+    resources: dict[str, float]
+
+
 def _sweep_error(source: Path, key: str, message: str) -> ConfigError:
     return ConfigError(key, f"{message} (in sweep file {source})")
 
 
-def _format_value(value: Any) -> str:
-    """Write a Python value as text that ``parse_override`` reads back unchanged (JSON ⊂ YAML)."""
-    return json.dumps(value)
+def _label_text(value: Any) -> str:
+    """A value as it appears in a label (strings bare, anything else as JSON)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
-def _override(key: str, value: Any) -> str:
-    return f"{key}={_format_value(value)}"
+def _pairs(mapping: dict[str, Any], where: str, source: Path) -> list[OverridePair]:
+    """(key path, value) pairs of ``{dotted.key: value}``, values as the file gives them."""
+    pairs: list[OverridePair] = []
+    for key, value in mapping.items():
+        path = str(key).split(".")
+        if not all(part.strip() for part in path):
+            raise _sweep_error(source, f"{where}.{key}", "bad dotted key (an empty part)")
+        pairs.append((path, value))
+    return pairs
 
 
 def _safe_label(text: str) -> str:
@@ -117,7 +237,7 @@ def _short_keys(keys: list[str]) -> dict[str, str]:
     return short
 
 
-def _grid_points(grid: dict[str, list[Any]]) -> list[tuple[str, list[str]]]:
+def _grid_points(grid: dict[str, list[Any]], source: Path) -> list[tuple[str, list[OverridePair]]]:
     """(label, overrides) for every point of the cartesian product of ``grid``.
 
     The label joins ``short_key=value`` parts with ``_``; a ``strategy.name`` part is written as
@@ -129,117 +249,85 @@ def _grid_points(grid: dict[str, list[Any]]) -> list[tuple[str, list[str]]]:
     short = _short_keys(keys)
     points = []
     for values in itertools.product(*(grid[k] for k in keys)):
-        parts, overrides = [], []
-        for key, value in zip(keys, values, strict=True):
-            text = value if isinstance(value, str) else _format_value(value)
-            parts.append(text if key == "strategy.name" else f"{short[key]}={text}")
-            overrides.append(_override(key, value))
-        points.append(("_".join(parts), overrides))
+        point = dict(zip(keys, values, strict=True))
+        parts = [
+            _label_text(v) if k == "strategy.name" else f"{short[k]}={_label_text(v)}"
+            for k, v in point.items()
+        ]
+        points.append(("_".join(parts), _pairs(point, "grid", source)))
     return points
 
 
-def _read_base(spec: dict[str, Any], source: Path) -> dict[str, Any]:
-    base = spec.get("base")
-    if base is None:
+def _read_base(spec: SweepSpec, source: Path) -> dict[str, Any]:
+    """The base experiment mapping: inline, a file relative to the sweep file, or the
+    embedded default."""
+    if spec.base is None:
         from fedlt.config import DEFAULT_CONFIG
 
         return read_yaml(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else {}
-    if isinstance(base, dict):
-        return base
-    if isinstance(base, str):
-        path = Path(base)
-        if not path.is_absolute():
-            path = source.parent / path
-        if not path.is_file():
-            raise _sweep_error(source, "base", f"experiment file not found: {path}")
-        return read_yaml(path)
-    raise _sweep_error(source, "base", f"expected a file path or a mapping, got {base!r}")
+    if isinstance(spec.base, dict):
+        return spec.base
+    path = Path(spec.base)
+    if not path.is_absolute():
+        path = source.parent / path
+    if not path.is_file():
+        raise _sweep_error(source, "base", f"experiment file not found: {path}")
+    return read_yaml(path)
 
 
-def _read_resources(value: Any, source: Path, key: str) -> dict[str, float]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _sweep_error(source, key, f"expected a mapping with {RESOURCE_KEYS}, got {value!r}")
-    out = {}
-    for name, amount in value.items():
-        if name not in RESOURCE_KEYS:
-            hint = did_you_mean(str(name), list(RESOURCE_KEYS))
-            raise _sweep_error(
-                source, f"{key}.{name}", f"unknown key{hint}; expected one of {RESOURCE_KEYS}"
+def _override_sets(spec: SweepSpec, source: Path) -> list[_OverrideSet]:
+    """Every ``runs:`` entry (or none) combined with every grid point; labels unique."""
+    entries = spec.runs or [SweepRun()]
+    sets = []
+    for i, entry in enumerate(entries):
+        run_pairs = _pairs(entry.overrides, f"runs[{i}]", source)
+        for grid_label, grid_pairs in _grid_points(spec.grid or {}, source):
+            label = "_".join(p for p in (entry.label, grid_label) if p) or "base"
+            sets.append(
+                _OverrideSet(_safe_label(label), run_pairs + grid_pairs, entry.resources.given())
             )
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
-            raise _sweep_error(source, f"{key}.{name}", f"expected a number >= 0, got {amount!r}")
-        out[name] = float(amount)
-    if out.get("num_cpus", 1.0) <= 0:
-        raise _sweep_error(source, f"{key}.num_cpus", "must be > 0")
-    return out
+    labels = [s.label for s in sets]
+    repeated = sorted({lb for lb in labels if labels.count(lb) > 1})
+    if repeated:
+        raise _sweep_error(source, "runs", f"labels repeat (each must be unique): {repeated}")
+    return sets
 
 
-def _read_override_mapping(value: Any, source: Path, key: str) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, dict):
-        raise _sweep_error(
-            source,
-            key,
-            f"expected a mapping of dotted keys to values, got {value!r}",
-        )
-    return [_override(str(k), v) for k, v in value.items()]
-
-
-def _read_seeds(value: Any, source: Path) -> list[int]:
-    if value is None:
-        return [0]
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
-    if (
-        not isinstance(value, list)
-        or not value
-        or any(isinstance(s, bool) or not isinstance(s, int) for s in value)
-    ):
-        raise _sweep_error(source, "seeds", f"expected a non-empty list of integers, got {value!r}")
-    if len(set(value)) != len(value):
-        raise _sweep_error(source, "seeds", f"seeds repeat: {value}")
-    return list(value)
-
-
-def _read_grid(value: Any, source: Path) -> dict[str, list[Any]]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _sweep_error(
-            source,
-            "grid",
-            f"expected a mapping of dotted keys to lists, got {value!r}",
-        )
-    grid = {}
-    for key, values in value.items():
-        if not isinstance(values, list) or not values:
-            raise _sweep_error(source, f"grid.{key}", f"expected a non-empty list, got {values!r}")
-        grid[str(key)] = values
-    return grid
-
-
-def _read_runs(value: Any, source: Path) -> list[tuple[str, list[str], dict[str, float]]]:
-    """(label, overrides, resources) of each entry of ``runs:``."""
-    if value is None:
-        return []
-    if not isinstance(value, list) or not value:
-        raise _sweep_error(source, "runs", f"expected a non-empty list of mappings, got {value!r}")
-    entries = []
-    for i, item in enumerate(value):
-        key = f"runs[{i}]"
-        if not isinstance(item, dict):
-            raise _sweep_error(source, key, f"expected a mapping, got {item!r}")
-        item = dict(item)
-        label = item.pop("label", None)
-        if not isinstance(label, str) or not label.strip():
-            raise _sweep_error(source, f"{key}.label", "every run needs a non-empty label")
-        resources = _read_resources(item.pop("resources", None), source, f"{key}.resources")
-        overrides = [_override(str(k), v) for k, v in item.items()]
-        entries.append((label, overrides, resources))
-    return entries
+def _plan_run(
+    base: dict[str, Any],
+    common: list[OverridePair],
+    chosen: _OverrideSet,
+    seed: int,
+    output_dir: Path,
+    defaults: dict[str, float],
+    source: Path,
+) -> PlannedRun:
+    """Resolve one (override set × seed); a config error names the run and the file."""
+    label = chosen.label
+    pairs: list[OverridePair] = [
+        *common,
+        *chosen.overrides,
+        (["seed"], seed),
+        (["name"], label),
+        (["output_dir"], str(output_dir)),
+        (["logging", "progress"], False),
+    ]
+    try:
+        config = resolve(base, pairs)
+    except ConfigError as exc:
+        raise ConfigError(
+            exc.key, f"{exc.detail} (sweep run '{label}' seed {seed}, sweep file {source})"
+        ) from exc
+    resources = {**defaults, **chosen.resources}
+    return PlannedRun(
+        label=label,
+        seed=seed,
+        overrides=pairs,
+        run_dir=output_dir / label / f"seed-{seed}",
+        config=config,
+        num_cpus=resources.get("num_cpus", config.resources.num_cpus),
+        num_gpus=resources.get("num_gpus", config.resources.num_gpus),
+    )
 
 
 def load_sweep(sweep_path: str | Path, out: str | Path | None = None) -> SweepPlan:
@@ -249,88 +337,28 @@ def load_sweep(sweep_path: str | Path, out: str | Path | None = None) -> SweepPl
     (sweep run 'fedprox' seed 0, sweep file s.yaml)``.
     """
     source = Path(sweep_path)
-    spec = read_yaml(source)
-    for key in spec:
-        if key not in SWEEP_KEYS:
-            hint = did_you_mean(str(key), list(SWEEP_KEYS))
-            raise _sweep_error(source, str(key), f"unknown key{hint}; expected one of {SWEEP_KEYS}")
-    name = spec.get("name") or source.stem
-    if not isinstance(name, str):
-        raise _sweep_error(source, "name", f"expected a string, got {name!r}")
+    spec = read_sweep_spec(source)
+    name = spec.name or source.stem
     base = _read_base(spec, source)
-    common = _read_override_mapping(spec.get("set"), source, "set")
-    seeds = _read_seeds(spec.get("seeds"), source)
-    grid = _read_grid(spec.get("grid"), source)
-    explicit = _read_runs(spec.get("runs"), source)
-    default_resources = _read_resources(spec.get("resources"), source, "resources")
-    output = out or spec.get("output_dir") or Path("runs") / "sweeps" / name
-    if not isinstance(output, (str, Path)):
-        raise _sweep_error(source, "output_dir", f"expected a path, got {output!r}")
-    output_dir = Path(output).resolve()
-
-    override_sets: list[tuple[str, list[str], dict[str, float]]] = []
-    for run_label, run_overrides, run_resources in explicit or [("", [], {})]:
-        for grid_label, grid_overrides in _grid_points(grid):
-            label = "_".join(p for p in (run_label, grid_label) if p) or "base"
-            override_sets.append(
-                (_safe_label(label), run_overrides + grid_overrides, run_resources)
-            )
-    labels = [label for label, _, _ in override_sets]
-    repeated = sorted({lb for lb in labels if labels.count(lb) > 1})
-    if repeated:
-        raise _sweep_error(source, "runs", f"labels repeat (each must be unique): {repeated}")
-
+    common = _pairs(spec.set or {}, "set", source)
+    output_dir = Path(out or spec.output_dir or Path("runs") / "sweeps" / name).resolve()
     plan = SweepPlan(name=name, source=source, output_dir=output_dir)
-    for label, overrides, resources in override_sets:
-        for seed in seeds:
-            run_dir = output_dir / label / f"seed-{seed}"
-            full = [
-                *common,
-                *overrides,
-                _override("seed", seed),
-                _override("name", label),
-                _override("output_dir", str(output_dir)),
-                _override("logging.progress", False),
-            ]
-            try:
-                config = resolve(base, full)
-            except ConfigError as exc:
-                raise ConfigError(
-                    exc.key, f"{exc.detail} (sweep run '{label}' seed {seed}, sweep file {source})"
-                ) from exc
-            merged = {**default_resources, **resources}
-            plan.runs.append(
-                PlannedRun(
-                    label=label,
-                    seed=seed,
-                    overrides=full,
-                    run_dir=run_dir,
-                    config=config,
-                    num_cpus=merged.get("num_cpus", config.resources.num_cpus),
-                    num_gpus=merged.get("num_gpus", config.resources.num_gpus),
-                )
-            )
+    defaults = spec.resources.given()
+    for chosen in _override_sets(spec, source):
+        for seed in spec.seed_list:
+            plan.runs.append(_plan_run(base, common, chosen, seed, output_dir, defaults, source))
     return plan
 
 
 # -- run-directory states ------------------------------------------------------------------
-def _read_status(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / "status.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
 def is_finished(run_dir: Path) -> bool:
     """A finished run: summary.json present and status.json says ``complete``."""
-    return (run_dir / "summary.json").is_file() and _read_status(run_dir).get(
-        "status"
-    ) == "complete"
+    return RunDirectory.at(run_dir).is_complete
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    folder = run_dir / "checkpoints"
-    return (run_dir / "config.yaml").is_file() and folder.is_dir() and any(folder.glob("step-*.pt"))
+    """A run that can be resumed: a config and at least one checkpoint."""
+    return RunDirectory.at(run_dir).has_checkpoint
 
 
 def config_differences(run_dir: Path, config: ExperimentConfig) -> list[str]:
@@ -339,31 +367,27 @@ def config_differences(run_dir: Path, config: ExperimentConfig) -> list[str]:
     A run folder is keyed by label and seed only, so editing a sweep without renaming the
     label would silently reuse old results; the sweep warns with these keys.
     """
-    import yaml
-
     try:
-        stored = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        stored = RunDirectory.at(run_dir).read_config_mapping()
+    except FedltError:
         return []
-    try:  # keys added to fedlt since the run was made take their defaults, as on resume
-        from fedlt.config import resolve
-
-        stored = yaml.safe_load(resolve(stored).to_yaml())
-    except Exception:
-        pass
-    planned = yaml.safe_load(config.to_yaml())
-
-    def flat(node: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(node, dict) and node:
-            out: dict[str, Any] = {}
-            for key, value in node.items():
-                out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
-            return out
-        return {prefix: node}
-
-    old, new = flat(stored), flat(planned)
+    # keys added to fedlt since the run was made take their defaults, as on resume; a config
+    # this fedlt cannot resolve is compared as written
+    with contextlib.suppress(Exception):
+        stored = resolve(stored).to_dict()
+    old, new = _flat(stored), _flat(config.to_dict())
     ignored = lambda k: k == "output_dir" or k.startswith("logging.")  # noqa: E731
     return sorted(k for k in set(old) | set(new) if not ignored(k) and old.get(k) != new.get(k))
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (empty mappings and lists kept as values)."""
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: node}
 
 
 def set_aside(run_dir: Path) -> Path:
@@ -379,12 +403,7 @@ def set_aside(run_dir: Path) -> Path:
 
 def _write_failed_status(run_dir: Path, message: str) -> None:
     """Record a failure in the run's status.json (creating the folder if the run never did)."""
-    from fedlt.runs import atomic_write_text, dumps
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        run_dir / "status.json", dumps({"status": "failed", "error": message, "time": time.time()})
-    )
+    RunDirectory.at(run_dir).record_failure(message)
 
 
 # -- the Ray task ---------------------------------------------------------------------------
@@ -448,7 +467,7 @@ def execute_run(
         outcome.update(state="done", error=None)
     except BaseException as exc:  # a failed run must never stop the sweep
         message = f"{type(exc).__name__}: {exc}"
-        if not is_finished(path) and _read_status(path).get("status") != "failed":
+        if not is_finished(path) and RunDirectory.at(path).status.get("status") != "failed":
             _write_failed_status(path, message)
         outcome.update(state="failed", error=message, traceback=traceback.format_exc(limit=8))
     outcome["finished"] = time.time()
@@ -652,7 +671,8 @@ def _submit_and_wait(
         def refresh() -> None:
             for ref_run in in_flight.values():  # "running" once the run dir has appeared
                 state = outcome.states[ref_run.key]
-                if state["state"] == "pending" and (ref_run.run_dir / "status.json").exists():
+                started = RunDirectory.at(ref_run.run_dir).status_path.exists()
+                if state["state"] == "pending" and started:
                     state["state"] = "running"
             counts = outcome.counts
             done = counts["done"] + counts["failed"] + counts["skipped"]

@@ -31,6 +31,7 @@ from fedlt.config import load_config
 from fedlt.data.federated import build_federated_data
 from fedlt.models import build_model
 from fedlt.runner import run_experiment
+from fedlt.runs import RunDirectory
 from strategies.federated.base import weighted_average
 
 REALISTIC = [
@@ -108,7 +109,7 @@ def engine_rounds(cfg, backend: str, out: Path, tag: str) -> tuple[list[float], 
     t0 = time.perf_counter()
     path = run_experiment(cfg, run_dir=out / tag, backend=backend, progress=False)
     wall = time.perf_counter() - t0
-    timings = json.loads((path / "timings.json").read_text())
+    timings = RunDirectory.at(path).read_timings()
     return [t["train_s"] for t in timings], wall - sum(t["total_s"] for t in timings)
 
 

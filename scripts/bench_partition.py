@@ -2,7 +2,7 @@
 
     python scripts/bench_partition.py [--clients 1000] [--classes 100] [--samples 50000]
 
-1. Per-sample Dirichlet (spec §1), alpha = 0.1: target < 1 s.
+1. Per-sample Dirichlet (docs/partition.md), alpha = 0.1: target < 1 s.
 2. Minimum-size Dirichlet, alpha = 0.05, min_size = 10: must terminate; prints the time and
    the smallest client.
 """

@@ -1,9 +1,11 @@
 """Reproduction driver: the CIFAR-10-LT methods table (FedLoGe and its baselines).
 
-Runs every method on the same partition — CIFAR-10 (the shared JPEG copy, ImageFolder
-layout) with an exponential long tail IF=100, Dirichlet α=0.5 over 40 clients, all clients
-every round, ResNet-8, 1 local epoch — each as its own process with the in-process engine
-(several in parallel, e.g. on one GPU), then writes a markdown table, a CSV and figures.
+Runs every method on the same partition — CIFAR-10 (a JPEG copy in ImageFolder layout,
+``data/cifar10``: ``scripts/cifar_to_imagefolder.py`` makes it from the python version, or
+``--data-tar`` extracts an archive of one) with an exponential long tail IF=100, Dirichlet
+α=0.5 over 40 clients, all clients every round, ResNet-8, 1 local epoch — each as its own
+process with the in-process engine (several in parallel, e.g. on one GPU), then writes a
+markdown table, a CSV and figures.
 
     python scripts/cifar10lt_table.py --rounds 100 --device cuda --parallel 8 \
         --out runs/cifar10lt --doc docs/results/cifar10lt.md
@@ -18,13 +20,14 @@ overrides do not apply to it. ``--set KEY=VALUE`` adds an override to every new 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from fedlt.runs import RunDirectory
 
 METHODS = ["fedavg", "fedprox", "fedrep", "fedbabu", "fedrod", "ditto", "fedetf", "fedloge"]
 # Compute-matched deviations from a method's defaults (stated in the table's notes):
@@ -76,6 +79,12 @@ def prepare_data(args: argparse.Namespace) -> Path:
     root = Path(args.data_dir) / "cifar10"
     if args.smoke or (root / "train").is_dir():
         return root
+    if args.data_tar is None:
+        raise SystemExit(
+            f"{root}/train not found: make the ImageFolder copy with `python "
+            f"scripts/cifar_to_imagefolder.py data/cifar {root}` (CIFAR-10 python version from "
+            "https://www.cs.toronto.edu/~kriz/cifar.html in data/cifar), or pass --data-tar"
+        )
     print(f"extracting {args.data_tar} into {args.data_dir} ...", flush=True)
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
     with tarfile.open(args.data_tar) as tar:
@@ -102,10 +111,11 @@ def run_method(
     method: str, overrides: list[str], out: Path, deadline: float | None
 ) -> tuple[str, Path | None, str]:
     run_dir = out / method
-    if (run_dir / "summary.json").is_file():
+    run = RunDirectory.at(run_dir)
+    if run.has_summary:
         return method, run_dir, "already done"
     cmd = [sys.executable, "-m", "fedlt.cli", "run", "--backend", "inprocess", "--no-progress"]
-    if (run_dir / "config.yaml").is_file():
+    if run.has_config:
         # An earlier invocation stopped (deadline, crash): continue from its last checkpoint
         # with its saved config, so a table can be finished over several sessions.
         cmd += ["--resume", str(run_dir)]
@@ -132,25 +142,17 @@ def run_method(
 
 def last_evaluation(run_dir: Path) -> tuple[dict, dict] | None:
     """(final metrics, headline) of a run: its summary, or else its last evaluated round."""
-    summary_file = run_dir / "summary.json"
-    if summary_file.is_file():
-        summary = json.loads(summary_file.read_text())
+    run = RunDirectory.at(run_dir)
+    summary = run.read_summary()
+    if summary is not None:
         return {"round": summary["rounds"], **summary["final"]}, summary["headline"]
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.is_file():
-        return None
-    evaluated = [
-        r
-        for r in map(json.loads, metrics.read_text().splitlines())
-        if any(k.startswith("generic.") for k in r)
-    ]
+    records = run.read_metrics(skip_torn=True)
+    evaluated = [r for r in records if any(k.startswith("generic.") for k in r)]
     if not evaluated:
         return None
-    from fedlt.config import load_config
     from strategies.federated import FEDERATED_STRATEGIES
 
-    cfg = load_config(run_dir / "config.yaml")
-    cls = FEDERATED_STRATEGIES.get(cfg.strategy.name)
+    cls = FEDERATED_STRATEGIES.get(run.config.strategy.name)
     return evaluated[-1], {"generic": cls.generic_modes[0], "personal": cls.personal_modes[0]}
 
 
@@ -169,8 +171,7 @@ def write_table(results: dict[str, Path], args: argparse.Namespace, overrides: l
         if method not in results:
             continue
         final, head = last_evaluation(results[method])
-        timings_file = results[method] / "timings.json"
-        timings = json.loads(timings_file.read_text()) if timings_file.is_file() else []
+        timings = RunDirectory.at(results[method]).read_timings()
         g, p = head["generic"], head["personal"]
 
         def groups(kind: str, mode: str, definition: str, final: dict = final) -> str:
@@ -223,7 +224,7 @@ def plot(results: dict[str, Path], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for method, run_dir in results.items():
         _, head = last_evaluation(run_dir)
-        records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        records = RunDirectory.at(run_dir).read_metrics(skip_torn=True)
         for ax, key in (
             (axes[0], f"generic.{head['generic']}.top1"),
             (axes[1], f"personal.{head['personal']}.top1_mean"),
@@ -264,7 +265,9 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--data-tar", default="../shared/data/cifar10-jpeg.tar.gz")
+    parser.add_argument(
+        "--data-tar", default=None, help="archive of the ImageFolder copy (cifar10/...) to extract"
+    )
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--out", default="runs/cifar10lt")
     parser.add_argument("--doc", default=None, help="write the markdown table here too")

@@ -37,6 +37,7 @@ def main() -> int:
 
     from fedlt.config import load_config
     from fedlt.runner import run_experiment
+    from fedlt.runs import RunDirectory
 
     print(f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}", flush=True)
     out = Path(args.out or tempfile.mkdtemp(prefix="fedlt-gpu-stream-"))
@@ -54,9 +55,7 @@ def main() -> int:
                 ],
             )
             run = run_experiment(cfg, progress=False)
-            import json
-
-            final = json.loads((run / "summary.json").read_text())["final"]
+            final = (RunDirectory.at(run).read_summary() or {})["final"]
             print(
                 f"{name:10s} {args.device}: A_auc {100 * final['A_auc']:.2f}  "
                 f"A_last {100 * final['A_last']:.2f}  F_last {100 * final['F_last']:.2f}  "

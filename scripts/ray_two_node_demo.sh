@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two-node Ray cluster on this machine (loopback only), a tiny fedlt sweep on it, then teardown.
 #
-#   scripts/ray_two_node_demo.sh            # uses /work/venv unless FEDLT_VENV is set
+#   scripts/ray_two_node_demo.sh            # the active Python (its `ray` beside it)
+#   FEDLT_PYTHON=path/to/python scripts/ray_two_node_demo.sh
 #
 # Each node is a `ray start --block` in its own process group with 1 CPU; the sweep joins the
 # cluster with --ray-address, so its 4 runs (2 methods x 2 seeds) spread over both nodes.
@@ -11,9 +12,9 @@
 # `ray stop`, which would kill every Ray process of the user, other sessions' included.
 set -euo pipefail
 
-VENV=${FEDLT_VENV:-/work/venv}
-PY="$VENV/bin/python"
-RAY="$VENV/bin/ray"
+PY=${FEDLT_PYTHON:-$(command -v python || command -v python3)}
+RAY="$(dirname "$PY")/ray"
+[ -x "$RAY" ] || RAY=ray
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 TMP=$(mktemp -d /tmp/fedlt-demo-XXXX)     # short: Ray's unix socket paths must stay < 108 chars
@@ -71,7 +72,7 @@ PIDS+=($!)
 echo "== fedlt sweep simulations/sweeps/tiny.yaml --ray-address $ADDRESS"
 cd "$REPO"
 set +e
-"$VENV/bin/fedlt" sweep simulations/sweeps/tiny.yaml --ray-address "$ADDRESS" --out "$OUT" \
+"$PY" -m fedlt.cli sweep simulations/sweeps/tiny.yaml --ray-address "$ADDRESS" --out "$OUT" \
     --no-progress
 SWEEP_RC=$?
 set -e

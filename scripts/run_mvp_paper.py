@@ -2,7 +2,7 @@
 
 Runs ``simulations/continual/<method>_<dataset>.yaml`` for every method and seed and prints
 A_auc / A_avg / A_last / F_last (mean ± std over seeds, in %) next to the anchor numbers of
-spec §4 (GACL's re-run of the official code on CIFAR-100, a different backbone).
+docs/mvp.md (GACL's re-run of the official code on CIFAR-100, a different backbone).
 
 Needs a CUDA GPU (``--device cpu`` forces a CPU run, days long), the ImageNet-21k weights
 (``--weights`` file, or the local timm/Hugging Face cache) and the dataset under
@@ -34,7 +34,7 @@ from fedlt.runs import RunDirectory
 METHODS = ("mvp", "mvp_r", "l2p", "dualprompt")
 DATASETS = ("cifar100", "tinyimagenet", "imagenet_r")
 METRICS = ("A_auc", "A_avg", "A_last")
-# spec §4: GACL (NeurIPS 2024) re-ran the official code, DeiT-S/16 (611 ImageNet classes)
+# docs/mvp.md: GACL (NeurIPS 2024) re-ran the official code, DeiT-S/16 (611 ImageNet classes)
 ANCHORS_CIFAR100 = {
     "mvp": (45.07, 44.93, 39.94),
     "mvp_r": (60.62, 57.58, 64.30),

@@ -1,7 +1,7 @@
 """The ``stream:`` section of an experiment config (Si-Blurry scenario and online protocol).
 
-Owned by the stream engine; see ``../shared/spec/si-blurry-mvp.md`` §1-2 and
-``docs/continual.md``.
+Owned by the stream engine; the scenario and protocol are those of Si-Blurry, Moon et al., ICCV 2023
+(``docs/continual.md``, "Stream generation" and "Online protocol").
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from fedlt.configtools import require, require_seed
 
 @dataclass
 class StreamConfig:
-    """Si-Blurry / i-Blurry stream and the online protocol (spec §1-2).
+    """Si-Blurry / i-Blurry stream and the online protocol (docs/continual.md).
 
     Stream: ``scenario`` (``si-blurry``: random class/quota splits as the official sampler;
     ``i-blurry``: even splits), ``num_tasks`` K, ``disjoint_percent`` N (share of classes

@@ -40,6 +40,7 @@ from fedlt.data.base import DataSplits
 from fedlt.devices import configure_torch, resolve_device
 from fedlt.errors import RunError
 from fedlt.evaluation.continual import continual_metrics, plot_accuracy
+from fedlt.seeding import derived_seed, seed_sequence, seeded_torch, torch_generator
 
 STATE_VERSION = 1
 
@@ -63,7 +64,8 @@ def prepare_stream_data(cfg: ExperimentConfig) -> DataSplits:
 
 def load_stream_data(cfg: ExperimentConfig) -> DataSplits:
     """The data source, with the global long tail (``data.longtail``) applied to its train
-    split. The long-tail subsample is drawn with ``np.random.default_rng([seed, 17])``.
+    split by the preparation the federated engine uses too
+    (:func:`fedlt.data.prepare.longtailed_splits`), so one seed keeps the same images in both.
 
     Data prepared by :func:`prepare_stream_data` for the same config is handed over (once).
     """
@@ -73,22 +75,9 @@ def load_stream_data(cfg: ExperimentConfig) -> DataSplits:
         _prepared = None
         if key == _data_key(cfg):
             return splits
-    from fedlt.data.longtail import apply_longtail
-    from fedlt.data.sources import load_source
+    from fedlt.data.prepare import longtailed_splits
 
-    splits = load_source(cfg.data, cfg.seed)
-    if cfg.data.longtail.profile != "none":
-        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 17]))
-        keep = apply_longtail(splits.train.labels, cfg.data.longtail, rng)
-        splits = DataSplits(
-            train=splits.train.subset(keep),
-            test=splits.test,
-            name=splits.name,
-            mean=splits.mean,
-            std=splits.std,
-            info={**splits.info, "longtail_kept": len(keep)},
-        )
-    return splits
+    return longtailed_splits(cfg.data, cfg.seed)[0]
 
 
 def build_stream(cfg: ExperimentConfig, splits: DataSplits) -> Stream:
@@ -106,12 +95,13 @@ def _to_chw(images: np.ndarray, device: torch.device) -> Tensor:
 
 class Augmenter:
     """Random crop (zero padding ``pad``) and optional horizontal flip of a uint8 batch,
-    driven by its own CPU ``torch.Generator`` (its state is checkpointed)."""
+    driven by its own CPU ``torch.Generator`` (the run seed's ``stream_augment`` stream;
+    its state is checkpointed)."""
 
     def __init__(self, mode: str, pad: int, seed: int) -> None:
         self.mode = mode
         self.pad = pad
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch_generator(seed, "stream_augment")
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.mode == "none":
@@ -195,14 +185,15 @@ class StreamEngine:
         self.test_images = _to_chw(splits.test.images, self.device)  # uint8, normalised per batch
 
         learner_cls = CONTINUAL_LEARNERS.get(cfg.strategy.name, "strategy.name")
-        options = parse_options(learner_cls, cfg.strategy.options, "strategy.options")
+        options = cfg.strategy.typed_options
+        if options is None:  # options changed after the config was resolved
+            options = parse_options(learner_cls, cfg.strategy.options, "strategy.options")
         image_shape = splits.image_shape
 
         def model_factory() -> torch.nn.Module:
             return build_model(cfg.model.name, self.num_classes, image_shape, cfg.model.options)
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
+        with seeded_torch(cfg.seed, "model_init"):
             self.learner = learner_cls(
                 options, model_factory, self.num_classes, self.device, cfg.seed
             )
@@ -210,12 +201,14 @@ class StreamEngine:
         self.uses_memory = bool(getattr(self.learner, "uses_memory", False))
 
         self.memory = ReplayMemory(
-            self.scfg.memory_size if self.uses_memory else 0, self.scfg.memory_policy, cfg.seed + 1
+            self.scfg.memory_size if self.uses_memory else 0,
+            self.scfg.memory_policy,
+            seed_sequence(cfg.seed, "replay_memory"),
         )
-        self.augment = Augmenter(self.scfg.augment, self.scfg.crop_padding, cfg.seed + 2)
+        self.augment = Augmenter(self.scfg.augment, self.scfg.crop_padding, cfg.seed)
         self.exposure = Exposure.empty(self.num_classes)
         # the global torch RNG (dropout etc. in learners) runs inside fork_rng from this state
-        self.torch_rng = torch.Generator().manual_seed(cfg.seed + 3).get_state()
+        self.torch_rng = torch_generator(cfg.seed, "learner_torch").get_state()
         self.cuda_rng: Tensor | None = None
         # stream position and bookkeeping
         self.task = 0
@@ -372,7 +365,7 @@ class StreamEngine:
                 if self.cuda_rng is not None:
                     torch.cuda.set_rng_state(self.cuda_rng, self.device)
                 else:
-                    torch.cuda.manual_seed(self.cfg.seed + 3)
+                    torch.cuda.manual_seed(derived_seed(self.cfg.seed, "learner_cuda"))
             with progress_bar(
                 f"{self.cfg.strategy.name}", len(self.stream), self.progress, self.samples_seen
             ) as bar:

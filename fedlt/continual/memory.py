@@ -2,7 +2,7 @@
 
 The memory holds no images, only the dataset index of each stored sample and the label the
 learner trains on (the class's exposed label, fixed once the class is first seen), so a
-memory sample is always labelled correctly (the official MVP-R mislabels them, spec §3).
+memory sample is always labelled correctly (the official MVP-R mislabels them, docs/mvp.md).
 
 Policies:
 
@@ -31,7 +31,9 @@ POLICIES = ("reservoir", "class_balanced")
 class ReplayMemory:
     """Fixed-size memory of ``(dataset index, label)`` pairs."""
 
-    def __init__(self, size: int, policy: str = "reservoir", seed: int = 0) -> None:
+    def __init__(
+        self, size: int, policy: str = "reservoir", seed: int | np.random.SeedSequence = 0
+    ) -> None:
         if size < 0:
             raise ConfigError("stream.memory_size", f"must be >= 0, got {size}")
         if policy not in POLICIES:

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from fedlt.errors import ConfigError
+from fedlt.seeding import si_blurry_generator
 
 Scenario = Literal["si-blurry", "i-blurry"]
 BlurryPick = Literal["first", "random"]
@@ -196,7 +197,7 @@ def make_stream(
         )
     even = scenario == "i-blurry"
 
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = si_blurry_generator(seed)
     d = (c * disjoint_percent // 100) // k_tasks * k_tasks
     bn = (c - d) // k_tasks * k_tasks
     order = torch.randperm(c, generator=gen).tolist()

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedlt.config import DataConfig
+from fedlt.config import DataConfig, PartitionConfig
 from fedlt.data.base import ArrayDataset
 from fedlt.data.client_testsets import local_test_indices
-from fedlt.data.longtail import apply_longtail
+from fedlt.data.official import fedloge_dirichlet, fedloge_local_tests
 from fedlt.data.partition import build_partition, empty_clients
-from fedlt.data.sources import load_source
+from fedlt.data.prepare import OFFICIAL, longtailed_splits
+from fedlt.seeding import fedloge_partition_stream, rng
 
-# Order of the independent random streams derived from the seed (never reorder).
-STREAM_LONGTAIL, STREAM_PARTITION, STREAM_LOCAL_TEST = 0, 1, 2
+log = logging.getLogger(__name__)
 
 COUNT_MANY_ABOVE = 100  # Kang et al. 2020: many-shot > 100 training images
 COUNT_FEW_BELOW = 20  # few-shot < 20 training images
@@ -26,7 +27,9 @@ class FederatedData:
 
     ``client_indices[k]`` index ``train``; ``client_test_indices[k]`` index ``test``.
     ``source_indices[i]`` is the index in the source's training split of ``train`` sample i
-    (the images the long tail kept).
+    (the images the long tail kept). ``official_stream`` (``data.rng: fedloge-official``
+    only): the official code's global numpy stream as it stands after the data draws, which
+    SSE-C continues (docs/fedloge.md); None otherwise.
     """
 
     train: ArrayDataset
@@ -39,6 +42,7 @@ class FederatedData:
     std: tuple[float, ...]
     empty_clients: list[int]
     source_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    official_stream: np.random.RandomState | None = None
 
     @property
     def num_classes(self) -> int:
@@ -57,14 +61,6 @@ class FederatedData:
     def client_train(self, client: int) -> ArrayDataset:
         return self.train.subset(self.client_indices[client])
 
-    def client_test(self, client: int) -> ArrayDataset:
-        return self.test.subset(self.client_test_indices[client])
-
-
-def seed_streams(seed: int, count: int = 3) -> list[np.random.Generator]:
-    """Independent generators derived from ``seed`` (``SeedSequence(seed).spawn``)."""
-    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(count)]
-
 
 def client_class_counts(
     labels: np.ndarray, parts: list[np.ndarray], num_classes: int
@@ -79,20 +75,28 @@ def client_class_counts(
 def build_federated_data(cfg: DataConfig, seed: int) -> FederatedData:
     """Load the source, apply the global long tail, partition, draw local test sets.
 
-    Deterministic in ``seed``: the long tail, the partition and the local test sets each use
-    their own generator spawned from ``SeedSequence(seed)``, so e.g. changing the
-    partitioner does not change which images the long tail keeps.
+    Deterministic in ``seed``. ``data.rng: fedlt``: the long tail, the partition and the
+    local test sets each draw from their own stream of the run seed (``longtail``,
+    ``partition``, ``local_test``; :mod:`fedlt.seeding`), so e.g. changing the partitioner
+    does not change which images the long tail keeps. ``data.rng: fedloge-official``: the
+    official FedLoGe draws (:mod:`fedlt.data.official`). The long tail is the one both
+    engines share (:func:`fedlt.data.prepare.longtailed_splits`).
     """
-    splits = load_source(cfg, seed)
-    rng_longtail, rng_partition, rng_local_test = seed_streams(seed)
-    kept = apply_longtail(splits.train.labels, cfg.longtail, rng_longtail)
-    train = splits.train.subset(kept)
-    parts = build_partition(train.labels, cfg.partition, rng_partition)
-    counts = client_class_counts(train.labels, parts, train.num_classes)
-    local_tests = local_test_indices(counts, splits.test.labels, rng_local_test)
+    splits, kept = longtailed_splits(cfg, seed)
+    train, test = splits.train, splits.test
+    official_stream = None
+    if cfg.rng == OFFICIAL:
+        official_stream = fedloge_partition_stream(seed)
+        parts = _official_partition(train.labels, train.num_classes, cfg.partition, official_stream)
+        counts = client_class_counts(train.labels, parts, train.num_classes)
+        local_tests = fedloge_local_tests(counts, test.labels, official_stream)
+    else:
+        parts = build_partition(train.labels, cfg.partition, rng(seed, "partition"))
+        counts = client_class_counts(train.labels, parts, train.num_classes)
+        local_tests = local_test_indices(counts, test.labels, rng(seed, "local_test"))
     return FederatedData(
         train=train,
-        test=splits.test,
+        test=test,
         client_indices=parts,
         client_test_indices=local_tests,
         class_counts=np.bincount(train.labels, minlength=train.num_classes).astype(np.int64),
@@ -101,7 +105,20 @@ def build_federated_data(cfg: DataConfig, seed: int) -> FederatedData:
         std=tuple(splits.std),
         empty_clients=empty_clients(parts),
         source_indices=kept,
+        official_stream=official_stream,
     )
+
+
+def _official_partition(
+    labels: np.ndarray, num_classes: int, cfg: PartitionConfig, stream: np.random.RandomState
+) -> list[np.ndarray]:
+    """The official per-sample Dirichlet partition (``dirichlet`` with ``min_size: 0``, the
+    only partitioner the config allows with ``data.rng: fedloge-official``)."""
+    parts = fedloge_dirichlet(labels, num_classes, cfg.num_clients, cfg.alpha, stream)
+    empty = empty_clients(parts)
+    if empty:
+        log.warning("official partition: %d empty client(s): %s", len(empty), empty[:20])
+    return parts
 
 
 def class_groups(class_counts: np.ndarray) -> dict[str, dict[str, list[int]]]:

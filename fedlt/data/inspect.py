@@ -2,12 +2,14 @@
 
 Writes three files into the output folder (default ``partitions/<name>-seed<seed>``):
 
-- ``partition.json``: ``meta`` (name, seed, data config, classes), ``source_indices`` (which
-  images of the source's training split the long tail kept) and ``clients`` (client id ->
-  indices into that long-tailed training set). It can be fed back with
-  ``data.partition: {name: file, path: .../partition.json}``.
-- ``stats.json``: per-client class counts, sizes, head/tail shares, local test sizes,
-  global class counts and class groups.
+- ``partition.json``: the schema of :mod:`fedlt.partition_file` (the same file ``fedlt run``
+  writes into its run directory): ``meta`` (name, seed, data config, classes), class counts,
+  ``source_indices`` (which images of the source's training split the long tail kept) and
+  ``clients`` (client id -> indices into that long-tailed training set). It can be fed back
+  with ``data.partition: {name: file, path: .../partition.json}``.
+- ``stats.json``: per client the training and local-test class counts (``class_counts``,
+  ``test_class_counts``), size, head/tail shares and local test size; global class counts
+  and class groups.
 - ``heatmap.png``: clients × classes training counts on a log colour scale.
 
 The output is written into a temporary folder beside the target and renamed at the end, so
@@ -27,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from fedlt.config import ExperimentConfig, load_config
-from fedlt.configtools import to_dict
 from fedlt.data.federated import FederatedData, build_federated_data, class_groups
 from fedlt.errors import ConfigError, FedltError
 from fedlt.plots.heatmap import save_heatmap
@@ -37,6 +38,14 @@ MAX_TABLE_ROWS = 40
 
 def default_output_dir(cfg: ExperimentConfig) -> Path:
     return Path("partitions") / f"{cfg.name}-seed{cfg.seed}"
+
+
+def local_test_class_counts(data: FederatedData) -> np.ndarray:
+    """(N, C) matrix of local-test images per client and class."""
+    labels = data.test.labels
+    return np.stack(
+        [np.bincount(labels[idx], minlength=data.num_classes) for idx in data.client_test_indices]
+    ).astype(np.int64)
 
 
 def partition_stats(data: FederatedData) -> dict[str, Any]:
@@ -51,6 +60,7 @@ def partition_stats(data: FederatedData) -> dict[str, Any]:
     tail = np.zeros(data.num_classes, dtype=bool)
     tail[groups["mass"]["few"]] = True
     clients = []
+    test_counts = local_test_class_counts(data)
     for k, counts in enumerate(data.client_class_counts):
         size = int(counts.sum())
         clients.append(
@@ -62,6 +72,7 @@ def partition_stats(data: FederatedData) -> dict[str, Any]:
                 "tail_share": float(counts[tail].sum() / size) if size else 0.0,
                 "local_test_size": len(data.client_test_indices[k]),
                 "class_counts": [int(v) for v in counts],
+                "test_class_counts": [int(v) for v in test_counts[k]],
             }
         )
     sizes = data.client_class_counts.sum(axis=1)
@@ -84,26 +95,11 @@ def partition_stats(data: FederatedData) -> dict[str, Any]:
 
 
 def partition_json(cfg: ExperimentConfig, data: FederatedData) -> str:
-    """Deterministic text of ``partition.json`` (one client per line)."""
-    meta = {
-        "name": cfg.name,
-        "seed": cfg.seed,
-        "num_clients": data.num_clients,
-        "num_train": len(data.train),
-        "classes": list(data.train.classes),
-        "data": to_dict(cfg.data),
-    }
-    lines = [
-        "{",
-        f'  "meta": {json.dumps(meta, sort_keys=True)},',
-        f'  "source_indices": {json.dumps([int(i) for i in data.source_indices])},',
-        '  "clients": {',
-    ]
-    for k, part in enumerate(data.client_indices):
-        comma = "," if k < data.num_clients - 1 else ""
-        lines.append(f'    "{k}": {json.dumps([int(i) for i in part])}{comma}')
-    lines += ["  }", "}", ""]
-    return "\n".join(lines)
+    """Deterministic text of ``partition.json``: the schema a run directory's
+    ``partition.json`` has too (:mod:`fedlt.partition_file`)."""
+    from fedlt.partition_file import partition_document, partition_text
+
+    return partition_text(partition_document(cfg, data))
 
 
 def _print_summary(stats: dict[str, Any], target: Path) -> None:

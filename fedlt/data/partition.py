@@ -178,7 +178,12 @@ def _load_npy_partition(path: Path) -> np.ndarray:
 
 
 def _load_partition_file(path: Path) -> Any:
-    """Read a JSON or NPY partition file (see :func:`file_partition`)."""
+    """Read a JSON or NPY partition file (see :func:`file_partition`). A JSON file is the
+    ``partition.json`` of ``fedlt run`` or ``fedlt partition`` (one schema,
+    :mod:`fedlt.partition_file`), a mapping client id -> indices or a list of index lists;
+    any other shape is refused with a message listing these."""
+    from fedlt.partition_file import EXPECTED, check_partition_json
+
     if not path.is_file():
         raise ConfigError(f"{KEY}.path", f"partition file not found: {path}")
     if path.suffix == ".npy":
@@ -186,11 +191,8 @@ def _load_partition_file(path: Path) -> Any:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise PartitionError(
-            f'{path}: not valid JSON ({exc}); expected {{"0": [indices], ...}} or a list of '
-            "index lists"
-        ) from exc
-    return data
+        raise PartitionError(f"{path}: not valid JSON ({exc}); expected {EXPECTED}") from exc
+    return check_partition_json(data, path)
 
 
 @PARTITIONERS.register("file")

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from fedlt import seeding
 from fedlt.config import DataConfig
 from fedlt.configtools import from_dict, require
 from fedlt.data.base import ArrayDataset, DataSplits
@@ -178,7 +179,7 @@ def digits_source(
     bunch = load_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)[..., None]
     labels = bunch.target.astype(np.int64)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
+    rng = seeding.rng(seed, "digits_split")
     num_classes = int(labels.max()) + 1
     train_idx, test_by_class = [], []
     for c in range(num_classes):
@@ -285,7 +286,7 @@ def synthetic_source(
     (balanced). 50,000 32×32×3 images take a fraction of a second.
     """
     opts = from_dict(SyntheticOptions, options, OPTIONS_KEY)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
+    rng = seeding.rng(seed, "synthetic_images")
     grid = opts.template_grid
     coarse = rng.integers(
         0, 256, size=(opts.num_classes, grid, grid, opts.channels), dtype=np.uint8

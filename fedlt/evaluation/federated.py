@@ -1,4 +1,5 @@
-"""Generic and personalised accuracy with many/medium/few breakdowns (FedLoGe spec §4-5).
+"""Generic and personalised accuracy with many/medium/few breakdowns (FedLoGe,
+Xiao et al., ICLR 2024; docs/federated.md, "Evaluation").
 
 Key names (flat, fractions in [0, 1]) shared by metrics.jsonl, summary.json and reports:
 
@@ -27,7 +28,8 @@ ClassGroups = Mapping[str, Mapping[str, Sequence[int]]]
 
 
 def mask_absent(logits: Tensor, present: Tensor) -> Tensor:
-    """Set the logits of classes absent from a client's local test set to −1e10 (spec §4).
+    """Set the logits of classes absent from a client's local test set to −1e10
+    (docs/federated.md, "Evaluation").
 
     Applied identically to every method when ``federated.mask_absent_classes`` is on.
     """
@@ -71,7 +73,7 @@ def class_hits(
 ) -> np.ndarray:
     """Correct predictions per true class (int64, length ``num_classes``) on one client's
     local test set; with ``mask_absent_classes`` the logits of classes absent from that set
-    are removed before the argmax (spec §4), for every method alike."""
+    are removed before the argmax (docs/federated.md), for every method alike."""
     y = np.asarray(labels, dtype=np.int64)
     logits = logits.cpu()
     if mask_absent_classes:

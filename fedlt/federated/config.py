@@ -16,11 +16,11 @@ class FederatedConfig:
     """Round protocol shared by every federated strategy.
 
     Local training: ``local_epochs`` epochs of SGD(``lr``, ``momentum``, ``weight_decay``) with
-    batches of ``batch_size``; optimizers are created afresh each round (FedLoGe spec §3).
+    batches of ``batch_size``; optimizers are created afresh each round (docs/fedloge.md).
     ``participation``: fraction of clients (with data) sampled per round, deterministic per
     seed and round. ``eval_every`` / ``checkpoint_every``: in rounds (the last round always
     evaluates and checkpoints). ``mask_absent_classes``: personalised evaluation removes the
-    classes absent from a client's local test set, for every method alike (spec §4).
+    classes absent from a client's local test set, for every method alike (docs/federated.md).
     ``max_failure_fraction``: a round in which more than this fraction of the sampled clients
     fail stops the run (with a resumable checkpoint of the last good round).
     ``fail_clients``: fault injection for tests: ``[[round, partition_id], ...]``.

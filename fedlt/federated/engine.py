@@ -11,7 +11,6 @@ numbers for the same config.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -30,7 +29,7 @@ from fedlt.federated.runtime import (
     FederatedRuntime,
     client_evaluate,
     config_text,
-    get_runtime,
+    runtime_for,
     train_block,
 )
 from fedlt.federated.sampling import sample_clients
@@ -69,24 +68,27 @@ class ClientExecutor(Protocol):
 
 
 class InProcessExecutor:
-    """Client work one block after another in this process (no Flower, no Ray)."""
+    """Client work one block after another in this process (no Flower, no Ray).
 
-    def __init__(self, text: str) -> None:
-        self.text = text
+    ``source``: this process's runtime (what the engine passes), or a config text, looked
+    up in (or added to) the process's runtime cache."""
+
+    def __init__(self, source: FederatedRuntime | str) -> None:
+        self.source = source
 
     def train(
         self, round_: int, blocks: list[list[int]], global_state: StateDict, state_of: StateOf
     ) -> Iterator[tuple[int, BlockResult]]:
         for b, block in enumerate(blocks):
             states = {k: state_of(k) for k in block}
-            yield b, train_block(self.text, round_, block, global_state, states)
+            yield b, train_block(self.source, round_, block, global_state, states)
 
     def evaluate(
         self, round_: int, client_ids: list[int], global_state: StateDict, state_of: StateOf
     ) -> Iterator[tuple[int, EvalOutcome]]:
         for k in client_ids:
             try:
-                yield k, client_evaluate(self.text, k, round_, global_state, state_of(k))
+                yield k, client_evaluate(self.source, k, round_, global_state, state_of(k))
             except Exception as exc:
                 yield k, exc
 
@@ -105,10 +107,10 @@ class FederatedEngine:
     ) -> None:
         self.run = run
         self.cfg = run.config
-        self.text = config_text(self.cfg)
-        self.runtime = get_runtime(self.text)
+        self.runtime = runtime_for(self.cfg)
+        self.text = config_text(self.cfg)  # what workers receive (Flower messages, Ray tasks)
         self.strategy = self.runtime.strategy
-        self.store = ClientStateStore(run.path / "client_state")
+        self.store = ClientStateStore(run.client_state_dir)
         self.progress = progress
         self.stop = stop or StopRequest()
         self.groups = _class_groups(self.runtime)
@@ -132,7 +134,7 @@ class FederatedEngine:
         generic, per_class = generic_metrics(
             rt.generic_logits(global_state), rt.t.test_y, self.groups, num_classes
         )
-        executor = executor or InProcessExecutor(self.text)
+        executor = executor or InProcessExecutor(self.runtime)
         clients = rt.evaluated_clients()
         hits: dict[int, dict[str, np.ndarray]] = {}
         for k, outcome in executor.evaluate(round_, clients, global_state, self.store.get):
@@ -200,24 +202,12 @@ class FederatedEngine:
         self.run.mark_interrupted(message, name)
         raise RunInterrupted(message, self.stop.signum or signal.SIGINT)
 
-    def _read_timings(self) -> list[dict[str, float]]:
-        """Per-round timings of an earlier (interrupted) session of this run, if any."""
-        path = self.run.path / "timings.json"
-        return json.loads(path.read_text()) if path.is_file() else []
-
     def _write_partition(self) -> None:
-        d = self.runtime.data
-        self.run.write_json(
-            "partition.json",
-            {
-                "num_clients": d.num_clients,
-                "class_counts": d.class_counts.tolist(),
-                "client_class_counts": d.client_class_counts.tolist(),
-                "client_test_sizes": [len(i) for i in d.client_test_indices],
-                "empty_clients": list(d.empty_clients),
-                "client_indices": [i.tolist() for i in d.client_indices],
-            },
-        )
+        """The run's ``partition.json``, in the schema ``fedlt partition`` writes too, so the
+        ``file`` partitioner reads it back (:mod:`fedlt.partition_file`)."""
+        from fedlt.partition_file import partition_document, partition_text
+
+        self.run.write_partition(partition_text(partition_document(self.cfg, self.runtime.data)))
 
     # -- the loop -------------------------------------------------------------------
     def train_round(
@@ -288,7 +278,7 @@ class FederatedEngine:
         last_per_class: dict = {}
         generic_head = f"generic.{self.strategy.generic_modes[0]}.top1"
         personal_head = f"personal.{self.strategy.personal_modes[0]}.top1_mean"
-        timings = [t for t in self._read_timings() if t["round"] <= start_round]
+        timings = [t for t in self.run.read_timings() if t.get("round", 0) <= start_round]
         with progress_bar(
             f"{cfg.name} [{cfg.strategy.name}]", f.rounds, self.progress, start=start_round
         ) as bar:
@@ -338,7 +328,7 @@ class FederatedEngine:
                     }
                 )
                 if round_ % f.checkpoint_every == 0:
-                    self.run.write_json("timings.json", timings)
+                    self.run.write_timings(timings)
                 status = f"loss {record['train_loss']:.3f}"
                 if generic_head in record:
                     status += f" · generic {100 * record[generic_head]:.1f}%"
@@ -347,7 +337,7 @@ class FederatedEngine:
                 bar.update(completed=round_, status=status)
         if not last_eval:  # resumed after the last round: evaluate the final state again
             last_eval, last_per_class = self.evaluate(f.rounds, global_state, executor)
-        self.run.write_json("timings.json", timings)
+        self.run.write_timings(timings)
         summary = {
             "engine": "federated",
             "name": cfg.name,

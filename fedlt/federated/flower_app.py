@@ -512,7 +512,6 @@ def _flwr_run_main(grid: Grid, context: Context) -> None:
     validated (and its data built) before its directory is made, as with ``fedlt run``."""
     from fedlt.config import load_config
     from fedlt.federated.engine import FederatedEngine
-    from fedlt.federated.runtime import config_text
     from fedlt.preflight import preflight
     from fedlt.runs import RunDirectory
 
@@ -527,7 +526,7 @@ def _flwr_run_main(grid: Grid, context: Context) -> None:
         engine = FederatedEngine(run, progress=False)
         executor = GridExecutor(
             grid,
-            config_text(cfg),
+            engine.text,
             cfg.data.partition.num_clients,
             engine.client_sizes,
             cfg.federated.round_timeout,

@@ -5,29 +5,33 @@ calls :meth:`FederatedRuntime.evaluate`. Nothing here imports Flower or Ray, so 
 runs on a GPU machine without them (and the in-process and Flower paths give identical
 numbers: same function, same inputs, same generators).
 
-Caching: a process keeps the runtime of the most recent config (keyed by a hash of the
-resolved config text), so a Ray worker that serves many clients decodes the data and builds
-the model once (design.md, "Speed where simulators lose it").
+Caching: a process keeps the runtime of the most recent config, keyed by the sha256 of the
+config's canonical text (:func:`config_text`), so a Ray worker that serves many clients
+decodes the data and builds the model once (docs/federated.md). The driver builds its
+runtime from the config object (:func:`runtime_for`, no parsing); a worker, which receives
+the text in a Flower message or a Ray task, builds it from the text (:func:`get_runtime`).
+Both use the same key, so a driver that also runs clients in process reuses its runtime.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor
 
-from fedlt.config import ExperimentConfig, resolve
+from fedlt.config import ExperimentConfig, load_yaml_text, resolve
 from fedlt.data.federated import FederatedData, build_federated_data
 from fedlt.data.transforms import random_crop_flip
 from fedlt.devices import configure_torch, resolve_device
 from fedlt.evaluation.federated import class_hits
 from fedlt.models import build_model
+from fedlt.seeding import torch_generator
 from strategies.federated import FEDERATED_STRATEGIES, parse_options
 from strategies.federated.base import (
     ClientData,
@@ -40,21 +44,6 @@ from strategies.federated.base import (
 
 class InjectedClientFailure(RuntimeError):
     """Raised on purpose by ``federated.fail_clients`` (fault-injection for tests)."""
-
-
-def derived_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (independent streams per (seed, round, client, purpose))."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
-
-
-def generator_for(*parts: int) -> torch.Generator:
-    gen = torch.Generator()
-    gen.manual_seed(derived_seed(*parts))
-    return gen
-
-
-# Purposes, so that no two random streams ever share a seed.
-TRAIN_STREAM, EVAL_STREAM = 1, 2
 
 
 @dataclass
@@ -88,7 +77,9 @@ class FederatedRuntime:
             std=std.to(self.device),
         )
         strategy_cls = FEDERATED_STRATEGIES.get(cfg.strategy.name, "strategy.name")
-        options = parse_options(strategy_cls, cfg.strategy.options)
+        options = cfg.strategy.typed_options
+        if options is None:  # options changed after the config was resolved
+            options = parse_options(strategy_cls, cfg.strategy.options)
         num_classes, image_shape = d.num_classes, d.image_shape
         model_cfg = cfg.model
 
@@ -101,8 +92,11 @@ class FederatedRuntime:
             model = build_model(model_cfg.name, num_classes, image_shape, model_cfg.options)
             return model.to(memory_format=memory_format)
 
+        # data.rng: fedloge-official: strategies that draw from the official numpy stream
+        # (FedLoGe's SSE-C) continue it where the data draws left it (docs/fedloge.md).
+        stream = {"official_stream": d.official_stream} if strategy_cls.uses_official_stream else {}
         self.strategy: FederatedStrategy = strategy_cls(
-            options, model_factory, num_classes, self.device, cfg.seed
+            options, model_factory, num_classes, self.device, cfg.seed, **stream
         )
         f = cfg.federated
         self.train_config = TrainConfig(
@@ -145,7 +139,7 @@ class FederatedRuntime:
         if not client_state:
             client_state = self.strategy.init_client_state(client_id)
         data = self.client_train_data(client_id)
-        generator = generator_for(self.cfg.seed, round_, client_id, TRAIN_STREAM)
+        generator = torch_generator(self.cfg.seed, "client_train", round_, client_id)
         return self.strategy.local_update(
             global_state, client_state, data, self.train_config, generator
         )
@@ -171,7 +165,7 @@ class FederatedRuntime:
         """Logits per personal mode on client ``client_id``'s local test set."""
         if not client_state:
             client_state = self.strategy.init_client_state(client_id)
-        generator = generator_for(self.cfg.seed, round_, client_id, EVAL_STREAM)
+        generator = torch_generator(self.cfg.seed, "client_eval", round_, client_id)
         predictor = self.strategy.personal_predictor(
             global_state,
             client_state,
@@ -235,16 +229,32 @@ _lock = threading.Lock()
 _cached: tuple[str, FederatedRuntime] | None = None
 
 
-def get_runtime(text: str) -> FederatedRuntime:
-    """The runtime for a resolved-config text, built once per process (most recent kept)."""
+def config_key(text: str) -> str:
+    """The cache key of a config text (its sha256)."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _cached_runtime(text: str, build: Callable[[], ExperimentConfig]) -> FederatedRuntime:
+    """The cached runtime for ``text``, or a new one for ``build()`` (most recent kept)."""
     global _cached
-    key = hashlib.sha256(text.encode()).hexdigest()
+    key = config_key(text)
     with _lock:
         if _cached is not None and _cached[0] == key:
             return _cached[1]
-        runtime = FederatedRuntime(resolve(yaml.safe_load(text)))
+        runtime = FederatedRuntime(build())
         _cached = (key, runtime)
         return runtime
+
+
+def runtime_for(cfg: ExperimentConfig) -> FederatedRuntime:
+    """The runtime of a resolved config object, built once per process (nothing parsed)."""
+    return _cached_runtime(config_text(cfg), lambda: cfg)
+
+
+def get_runtime(text: str) -> FederatedRuntime:
+    """The runtime for a resolved-config text (what a worker receives), built once per
+    process; the text is parsed only when this process has no runtime for it yet."""
+    return _cached_runtime(text, lambda: resolve(load_yaml_text(text)))
 
 
 def client_train(
@@ -280,7 +290,7 @@ def non_finite_entry(result: LocalResult) -> str | None:
 
 
 def train_block(
-    text: str,
+    source: str | FederatedRuntime,
     round_: int,
     block: list[int],
     global_state: StateDict,
@@ -289,8 +299,9 @@ def train_block(
     """Train a block of clients in id order and sum their updates into the block's partial
     aggregate. A client that raises, or whose update or state holds NaN/inf, is reported as
     failed and left out of the sum; the others go on. The function both the ClientApp and
-    the in-process executor call, so both give the same numbers."""
-    runtime = get_runtime(text)
+    the in-process executor call, so both give the same numbers. ``source``: the config
+    text (from a message or task) or this process's runtime."""
+    runtime = source if isinstance(source, FederatedRuntime) else get_runtime(source)
     aggregation = runtime.strategy.start_aggregation(global_state)
     clients: dict[int, LocalResult | BaseException] = {}
     for k in block:
@@ -315,7 +326,13 @@ def train_block(
 
 
 def client_evaluate(
-    text: str, client_id: int, round_: int, global_state: StateDict, client_state: StateDict | None
+    source: str | FederatedRuntime,
+    client_id: int,
+    round_: int,
+    global_state: StateDict,
+    client_state: StateDict | None,
 ) -> dict[str, np.ndarray]:
-    """One client's personalised evaluation (per-class hits per mode), wherever it runs."""
-    return get_runtime(text).personal_hits(client_id, round_, global_state, client_state)
+    """One client's personalised evaluation (per-class hits per mode), wherever it runs;
+    ``source`` as for :func:`train_block`."""
+    runtime = source if isinstance(source, FederatedRuntime) else get_runtime(source)
+    return runtime.personal_hits(client_id, round_, global_state, client_state)

@@ -3,11 +3,13 @@
 The stream engine owns the stream, class exposure, replay memory and evaluation; a learner
 only sees batches. Labels reaching a learner are already relabelled in first-seen order
 (exposed class j has label j), and ``exposed`` is a boolean mask over the ``num_classes``
-outputs: unexposed outputs must get a −inf logit at train and at test (spec §2).
+outputs: unexposed outputs must get a −inf logit at train and at test (Si-Blurry, Moon et
+al., ICCV 2023; docs/continual.md, "Online protocol").
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -22,7 +24,7 @@ class NoOptions:
 
 
 def mask_unexposed(logits: Tensor, exposed: Tensor) -> Tensor:
-    """Set the logits of unexposed classes to −inf (spec §2)."""
+    """Set the logits of unexposed classes to −inf (docs/continual.md)."""
     return logits.masked_fill(~exposed.to(logits.device), float("-inf"))
 
 
@@ -65,12 +67,7 @@ class ContinualLearner(nn.Module):
         """Hook at each task boundary (e.g. EWC++ bookkeeping); default nothing."""
 
 
-# --- Shared pieces for learners that train one FeatureModel (added by the stream engine;
-# everything above is unchanged). ---------------------------------------------------------
-
-import copy  # noqa: E402
-
-
+# -- shared pieces of the learners that train one FeatureModel ----------------------------
 @dataclass
 class ModelOptions:
     """Optimiser options shared by the model-training baselines (finetune, ER, EWC++, LwF).

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from fedlt.errors import ConfigError
 from fedlt.models.vit import resize_to_model, vit_of
+from fedlt.seeding import torch_generator
 from strategies.continual.base import ContinualLearner
 
 BACKBONE_KEY = "backbone.vit."
@@ -247,7 +248,7 @@ class PromptLearner(ContinualLearner):
     ) -> None:
         super().__init__(options, model_factory, num_classes, device, seed)
         self.backbone = PromptedViT(vit_of(model_factory()))
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = torch_generator(seed, "prompt_init")
         init = getattr(options, "head_init", "timm")
         self.head = linear_head(self.backbone.embed_dim, num_classes, self.generator, init)
         self.optimizer: torch.optim.Optimizer | None = None

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from fedlt.seeding import seeded_torch
 from strategies.federated.base import ClientData
 
 
-def derive_seed(seed: int, tag: str) -> int:
-    """A seed for one named random draw (``tag``) of a run, independent of the others."""
-    sequence = np.random.SeedSequence([int(seed) % (1 << 64), zlib.crc32(tag.encode())])
-    return int(sequence.generate_state(1, dtype=np.uint32)[0])
-
-
-def seeded_linear(in_features: int, out_features: int, seed: int, bias: bool = True) -> nn.Linear:
-    """``nn.Linear`` with PyTorch's default initialisation drawn from ``seed`` only
-    (the global RNG is left untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+def seeded_linear(
+    in_features: int, out_features: int, seed: int, purpose: str, bias: bool = True
+) -> nn.Linear:
+    """``nn.Linear`` with PyTorch's default initialisation drawn from the ``purpose`` stream
+    of the run seed (:func:`fedlt.seeding.seeded_torch`; the global RNG is left untouched)."""
+    with seeded_torch(seed, purpose):
         return nn.Linear(in_features, out_features, bias=bias)
 
 

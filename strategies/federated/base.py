@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from fedlt.configtools import from_dict
+from fedlt.seeding import seeded_torch
 
 StateDict = dict[str, Tensor]
 Predictor = Callable[[Tensor], dict[str, Tensor]]
@@ -260,11 +261,15 @@ class FederatedStrategy:
 
     Subclasses set ``name``, an ``Options`` dataclass of hyperparameters (checked at config
     time), and override what differs. ``generic_modes`` / ``personal_modes`` name the logits
-    the predictors return; the first of each is the headline number.
+    the predictors return; the first of each is the headline number. A strategy that draws
+    from the official FedLoGe numpy stream (``data.rng: fedloge-official``) sets
+    ``uses_official_stream`` and takes an ``official_stream`` keyword argument (the legacy
+    generator where the data draws left it, or None); the runtime passes it.
     """
 
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    uses_official_stream: ClassVar[bool] = False
     generic_modes: ClassVar[tuple[str, ...]] = ("global",)
     personal_modes: ClassVar[tuple[str, ...]] = ("global",)
 
@@ -285,9 +290,9 @@ class FederatedStrategy:
 
     # -- construction ---------------------------------------------------------------
     def _fresh_model(self, seed: int) -> nn.Module:
-        """A model initialised from ``seed`` without touching the global RNG."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        """A model initialised from the ``model_init`` stream of ``seed``
+        (:func:`fedlt.seeding.seeded_torch`) without touching the global RNG."""
+        with seeded_torch(seed, "model_init"):
             return self.model_factory()
 
     def init_global_state(self) -> StateDict:

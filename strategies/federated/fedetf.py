@@ -37,10 +37,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from fedlt.configtools import require
+from fedlt.seeding import torch_generator
 from strategies.federated import register
 from strategies.federated._common import (
     balanced_softmax_loss,
-    derive_seed,
     optimise,
     run_epochs,
     seeded_linear,
@@ -102,7 +102,7 @@ class FedETF(FederatedStrategy):
         super().__init__(options, model_factory, num_classes, device, seed)
         self.proj_dim = options.proj_dim or num_classes
         check_dimensions(self.proj_dim, num_classes)
-        generator = torch.Generator().manual_seed(derive_seed(seed, "fedetf_etf"))
+        generator = torch_generator(seed, "fedetf_etf")
         self.etf = simplex_etf(self.proj_dim, num_classes, generator).float().to(self.device)
         self.proj = self._initial_proj().to(self.device)
         self.temperature = nn.Parameter(
@@ -110,7 +110,7 @@ class FedETF(FederatedStrategy):
         )
 
     def _initial_proj(self) -> nn.Linear:
-        return seeded_linear(self.model.feature_dim, self.proj_dim, derive_seed(self.seed, "proj"))
+        return seeded_linear(self.model.feature_dim, self.proj_dim, self.seed, "fedetf_proj")
 
     def init_global_state(self) -> StateDict:
         return {

@@ -11,7 +11,7 @@ Model: backbone θ (features h ∈ R^d) and three heads, all ``Linear(d, C)``:
 - **φ_k**, the personal head of client k, trained on detached features; it lives only in
   the client state.
 
-Local round (spec §3; paper Algorithm 1), three SGD optimizers created afresh each round::
+Local round (paper Algorithm 1; docs/fedloge.md), three SGD optimizers created afresh each round::
 
     h = θ(x)
     L1 = CE(SSE-C(h), y)        -> step θ only
@@ -23,7 +23,7 @@ backward pass of ``L1 + L2 + L3`` gives each optimizer exactly its own loss's gr
 Server: θ (BatchNorm buffers included) and ψ averaged with weights = local training-set
 sizes, in partition-id order (the official permuted-weights bug is not reproduced).
 
-GLA-FR, training-free realignment (paper §4.2, Eq. 7-8; spec §4):
+GLA-FR, training-free realignment (paper §4.2, Eq. 7-8; docs/fedloge.md):
 
 - generic: ``ψ̂_c = s·ψ_c/‖ψ_c‖₂`` (s = 1.7, bias unchanged), logits ``ψ̂ h + b_ψ``;
 - personalised ("Euclidean norm transfer"):
@@ -42,13 +42,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
 from fedlt.configtools import require
 from strategies.federated import register
-from strategies.federated._common import derive_seed, run_epochs, seeded_linear
+from strategies.federated._common import run_epochs, seeded_linear
 from strategies.federated.base import (
     ClientData,
     FederatedStrategy,
@@ -60,7 +61,7 @@ from strategies.federated.base import (
     sgd,
     sub_state,
 )
-from strategies.federated.sse_c import SSECSpec, sse_c_layer
+from strategies.federated.sse_c import SSECSpec, official_spec, sse_c_layer
 
 
 @dataclass
@@ -111,11 +112,23 @@ def personal_logits(
 
 @register("fedloge")
 class FedLoGe(FederatedStrategy):
+    """FedLoGe; ``official_stream`` (``data.rng: fedloge-official``, passed by the runtime):
+    SSE-C is drawn as the official code draws it, continuing that numpy stream."""
+
     Options = FedLoGeOptions
     generic_modes = ("gla_fr", "universal", "psi")
     personal_modes = ("gla_fr", "local_psi_phi")
+    uses_official_stream = True
 
-    def __init__(self, options, model_factory, num_classes, device="cpu", seed=0) -> None:
+    def __init__(
+        self,
+        options,
+        model_factory,
+        num_classes,
+        device="cpu",
+        seed=0,
+        official_stream: np.random.RandomState | None = None,
+    ) -> None:
         super().__init__(options, model_factory, num_classes, device, seed)
         d = self.model.feature_dim
         self.sse_spec = SSECSpec(
@@ -127,27 +140,26 @@ class FedLoGe(FederatedStrategy):
             lr=options.sse_lr,
             seed=seed,
         )
+        if official_stream is not None:
+            self.sse_spec = official_spec(self.sse_spec, official_stream)
         self.sse_c = sse_c_layer(
             self.sse_spec,
             bias=options.bias == "default",
             use_disk_cache=options.sse_cache,
             folder=options.sse_cache_dir,
+            official_stream=official_stream,
         ).to(self.device)
         self.psi = self._initial_psi().to(self.device)
         self.phi = self._initial_phi().to(self.device)
 
     # -- states ---------------------------------------------------------------------
     def _initial_psi(self):
-        return seeded_linear(
-            self.model.feature_dim, self.num_classes, derive_seed(self.seed, "psi")
-        )
+        return seeded_linear(self.model.feature_dim, self.num_classes, self.seed, "fedloge_psi")
 
     def _initial_phi(self):
         """φ_k starts from the same seeded init on every client (one copy of the model's head
         per client, as the official code deep-copies it)."""
-        return seeded_linear(
-            self.model.feature_dim, self.num_classes, derive_seed(self.seed, "phi")
-        )
+        return seeded_linear(self.model.feature_dim, self.num_classes, self.seed, "fedloge_phi")
 
     def init_global_state(self) -> StateDict:
         backbone = self._fresh_model(self.seed).backbone

@@ -11,7 +11,7 @@ reference code):
 i.e. the body and generic head minimise the balanced softmax (Ren et al. 2020) under the
 client's class prior, and the personal head learns a residual on top of the (detached)
 generic logits from detached features. ``generic_loss: ce`` replaces BSM by plain
-cross-entropy, which is what the official FedLoGe comparison code runs (spec §6).
+cross-entropy, which is what the official FedLoGe comparison code runs (docs/fedloge.md).
 The server averages body and generic head (``backbone.*``, ``head.*``) by training-set size.
 
 Prediction: generic ``g(h)``; personalised ``g(h) + p_k(h)`` (mode ``rod``; paper Eq. 6),
@@ -32,7 +32,6 @@ from torch.nn import functional as F
 from strategies.federated import register
 from strategies.federated._common import (
     balanced_softmax_loss,
-    derive_seed,
     run_epochs,
     seeded_linear,
 )
@@ -67,9 +66,7 @@ class FedRoD(FederatedStrategy):
         self.p_head = self._initial_p_head().to(self.device)
 
     def _initial_p_head(self):
-        return seeded_linear(
-            self.model.feature_dim, self.num_classes, derive_seed(self.seed, "p_head")
-        )
+        return seeded_linear(self.model.feature_dim, self.num_classes, self.seed, "fedrod_p_head")
 
     def init_client_state(self, client_id: int) -> StateDict:
         return cpu_state(self._initial_p_head(), "p_head.")

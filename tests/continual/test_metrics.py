@@ -1,4 +1,4 @@
-"""A_auc / A_avg / A_last / F_last on hand-made evaluation histories (spec §2)."""
+"""A_auc / A_avg / A_last / F_last on hand-made evaluation histories (docs/continual.md)."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from fedlt.errors import ConfigError
 from fedlt.models import build_model
+from fedlt.seeding import derived_seed
 from strategies.continual import CONTINUAL_LEARNERS, parse_options
 from strategies.continual.mvp import (
     MVP,
@@ -481,7 +482,8 @@ def test_linear_head_inits():
 @pytest.mark.parametrize("name", ["mvp", "mvp_r", "l2p", "dualprompt"])
 def test_prompt_learner_heads_use_timm_init_by_default(name):
     learner = make(name, seed=3)
-    torch.manual_seed(3)  # the head is the first draw from the learner's seeded generator
+    # the head is the first draw from the learner's generator (the seed's prompt_init stream)
+    torch.manual_seed(derived_seed(3, "prompt_init"))
     reference = timm.layers.trunc_normal_(torch.empty(NUM_CLASSES, 24), std=0.02)
     assert torch.equal(learner.head.weight.detach(), reference)
     assert torch.all(learner.head.bias == 0)

@@ -14,7 +14,7 @@ from fedlt.errors import ConfigError
 
 CIFAR100 = np.tile(np.arange(100), 500)  # 500 images per class, CIFAR-like interleaved order
 
-# Official sampler (moonjunyyy/Si-Blurry c4024ce), K=5, N=50, M=10 — spec §1.
+# Official sampler (moonjunyyy/Si-Blurry c4024ce), K=5, N=50, M=10 — docs/continual.md.
 GOLDEN_CIFAR100_SIZES = {
     1: [6500, 3000, 10264, 22000, 8236],
     2: [4500, 9500, 13500, 10500, 12000],

@@ -264,7 +264,8 @@ def test_flwr_pathological_partitioner_limits_classes(tmp_path):
     partition = {
         "name": "flwr_datasets:PathologicalPartitioner",
         "num_clients": 5,
-        "options": {"num_classes_per_partition": 2},
+        # every class gets a first client, so no class (and no sample) is left out by chance
+        "options": {"num_classes_per_partition": 2, "class_assignment_mode": "first-deterministic"},
     }
     result = run_partition(partition_config(tmp_path, partition), tmp_path / "out")
     assert all(c["classes_present"] <= 2 for c in result["stats"]["clients"])

@@ -1,4 +1,4 @@
-"""SSE-C construction (FedLoGe spec §2)."""
+"""SSE-C construction (FedLoGe, Xiao et al., ICLR 2024; docs/fedloge.md)."""
 
 from __future__ import annotations
 
