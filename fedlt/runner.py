@@ -49,14 +49,8 @@ def run_experiment(
             raise ValueError("give a config or a run directory to resume")
         _check_before_start(cfg, backend, ray_address, run_dir)
         run = RunDirectory.create(cfg, run_dir)
-    try:
+    with run.supervised():
         _dispatch(run, backend, progress, ray_address, verbose)
-    except BaseException as exc:
-        if run.status.get("status") not in ("failed", "interrupted"):
-            run.mark_failed(f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        run.release_lock()
     return run.path
 
 

@@ -56,7 +56,7 @@ import socket
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -751,6 +751,20 @@ class RunDirectory:
 
     def release_lock(self) -> None:
         self._lock.release()
+
+    @contextlib.contextmanager
+    def supervised(self) -> Iterator[RunDirectory]:
+        """Run the block as this run's owner: an exception marks the run failed (unless it
+        already says failed or interrupted) and is re-raised; the lock is released at the
+        end either way."""
+        try:
+            yield self
+        except BaseException as exc:
+            if self.status.get("status") not in ("failed", "interrupted"):
+                self.mark_failed(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.release_lock()
 
     # -- status ---------------------------------------------------------------------
     @property

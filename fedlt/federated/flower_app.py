@@ -247,6 +247,22 @@ class GridExecutor:
             self.node_of_partition = own
         self.node_ids = sorted(nodes)
 
+    @classmethod
+    def for_engine(cls, grid: Grid, engine: Any, **options: Any) -> GridExecutor:
+        """The executor for a prepared :class:`~fedlt.federated.engine.FederatedEngine`:
+        its config text, partition sizes, round timeout, stop request and aggregation."""
+        cfg = engine.cfg
+        return cls(
+            grid,
+            engine.text,
+            cfg.data.partition.num_clients,
+            engine.client_sizes,
+            cfg.federated.round_timeout,
+            stop=engine.stop,
+            new_aggregation=lambda: engine.strategy.start_aggregation({}),
+            **options,
+        )
+
     # -- start-up -----------------------------------------------------------------
     def _wait_for_nodes(self, count: int, deadline: float) -> list[int]:
         """Nodes register asynchronously: wait until ``count`` are connected."""
@@ -522,24 +538,10 @@ def _flwr_run_main(grid: Grid, context: Context) -> None:
     preflight(cfg)
     run = RunDirectory.create(cfg)
     log.warning("fedlt run directory: %s", run.path.resolve())
-    try:
+    with run.supervised():
         engine = FederatedEngine(run, progress=False)
-        executor = GridExecutor(
-            grid,
-            engine.text,
-            cfg.data.partition.num_clients,
-            engine.client_sizes,
-            cfg.federated.round_timeout,
-            stop=engine.stop,
-            new_aggregation=lambda: engine.strategy.start_aggregation({}),
-        )
+        executor = GridExecutor.for_engine(grid, engine)
         engine.run_rounds(executor)
-    except BaseException as exc:
-        if run.status.get("status") not in ("failed", "interrupted"):
-            run.mark_failed(f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        run.release_lock()
     log.warning(
         "fedlt run complete (%s placement over %d SuperNodes): %s",
         executor.placement,

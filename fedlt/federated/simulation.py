@@ -217,17 +217,8 @@ def run_flower(
 
     def main(grid: Any) -> None:
         try:
-            executor = GridExecutor(
-                grid,
-                engine.text,
-                cfg.data.partition.num_clients,
-                engine.client_sizes,
-                cfg.federated.round_timeout,
-                stop=engine.stop,
-                placement="pool",
-                pool_size=pool,
-                planner=planner,
-                new_aggregation=lambda: engine.strategy.start_aggregation({}),
+            executor = GridExecutor.for_engine(
+                grid, engine, placement="pool", pool_size=pool, planner=planner
             )
             outcome["startup_s"] = time.perf_counter() - t_start
             outcome["summary"] = engine.run_rounds(executor)

@@ -92,16 +92,7 @@ def _run(cfg, path, make_executor=None) -> tuple[str, FederatedEngine]:
 
 def _grid_executor(grid: InProcessGrid, planner=assign_cohorts):
     def make(engine: FederatedEngine) -> GridExecutor:
-        return GridExecutor(
-            grid,
-            engine.text,
-            engine.cfg.data.partition.num_clients,
-            engine.client_sizes,
-            round_timeout=600,
-            stop=engine.stop,
-            planner=planner,
-            new_aggregation=lambda: engine.strategy.start_aggregation({}),
-        )
+        return GridExecutor.for_engine(grid, engine, planner=planner)
 
     return make
 
