@@ -106,6 +106,10 @@ class DataConfig:
     Dirichlet partition and local test sets from the run seed's legacy numpy stream, which
     FedLoGe's SSE-C continues; needs ``partition.name: dirichlet``, ``min_size: 0`` and a
     seed below 2**32).
+    ``normalization``: the per-channel mean/std inputs are normalised with
+    (docs/partition.md, "Normalisation"): ``data`` (the source's own training-split
+    statistics) or ``imagenet`` (ImageNet's mean (0.485, 0.456, 0.406) and std (0.229,
+    0.224, 0.225), as the official FedLoGe code uses; 3-channel images only).
     """
 
     source: str = "digits"
@@ -114,6 +118,7 @@ class DataConfig:
     cache_dir: str | None = None
     download: bool = False
     rng: Literal["fedlt", "fedloge-official"] = "fedlt"
+    normalization: Literal["data", "imagenet"] = "data"
     longtail: LongTailConfig = field(default_factory=LongTailConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
 

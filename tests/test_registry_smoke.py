@@ -325,3 +325,34 @@ def test_per_name_tables_name_registered_components() -> None:
     for table, registry in tables:
         stale = sorted(set(table) - set(shipped(registry)))
         assert not stale, f"not registered {registry.kind}s: {stale}"
+
+
+# -- the dependency direction ------------------------------------------------------------
+INTERFACE_MODULES = ("fedlt.configtools", "fedlt.errors", "fedlt.registry", "fedlt.seeding")
+
+
+def test_strategies_depend_only_on_fedlt_interface_modules_that_never_import_them():
+    """strategies/ may import fedlt's leaf interface modules (and model builders); those must
+    not import strategies back, so there is no package-level cycle."""
+    import ast
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    used: set[str] = set()
+    for path in (root / "strategies").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fedlt"):
+                used.add(node.module or "")
+    unexpected = {
+        m for m in used if m not in INTERFACE_MODULES and not m.startswith("fedlt.models")
+    }
+    assert not unexpected, f"strategies/ imports fedlt internals {sorted(unexpected)}"
+    code = (
+        "import sys; import "
+        + ", ".join([*INTERFACE_MODULES, "fedlt.models"])
+        + ("; print(sorted(m for m in sys.modules if m.split('.')[0] == 'strategies'))")
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

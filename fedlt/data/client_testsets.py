@@ -1,4 +1,5 @@
-"""Per-client local (personalised) test sets drawn from the balanced test set (spec §1)."""
+"""Per-client local (personalised) test sets drawn from the balanced test set (FedLoGe,
+Xiao et al., ICLR 2024; docs/partition.md)."""
 
 from __future__ import annotations
 

@@ -122,7 +122,7 @@ def _official_partition(
 
 
 def class_groups(class_counts: np.ndarray) -> dict[str, dict[str, list[int]]]:
-    """Many/medium/few class indices under both definitions of spec §5.
+    """Many/medium/few class indices under both definitions (docs/federated.md).
 
     ``count`` (Kang et al. 2020): many > 100, medium 20..100 (inclusive), few < 20 global
     training images.

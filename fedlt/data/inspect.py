@@ -51,7 +51,7 @@ def local_test_class_counts(data: FederatedData) -> np.ndarray:
 def partition_stats(data: FederatedData) -> dict[str, Any]:
     """Summary numbers for ``stats.json`` and the printed table.
 
-    Head/tail shares use the ``mass`` class groups (spec §5): the share of a client's
+    Head/tail shares use the ``mass`` class groups (docs/federated.md): the share of a client's
     training samples whose class is *many* (head) or *few* (tail).
     """
     groups = class_groups(data.class_counts)

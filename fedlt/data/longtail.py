@@ -1,4 +1,5 @@
-"""Global long-tail profiles applied to a balanced training set (FedLoGe spec §1).
+"""Global long-tail profiles applied to a balanced training set (FedLoGe, Xiao et al.,
+ICLR 2024; docs/partition.md).
 
 The exponential profile is the one of Cao et al. (2019, "LDAM", their Eq. in §4) as the
 FedLoGe code computes it: class ``c`` of ``C`` keeps

@@ -1,13 +1,13 @@
 """Client partitioners and the validation every partition goes through.
 
-Protocol. A *registered* partitioner is called as ``fn(labels, num_clients, rng, cfg)``
-with the whole :class:`~fedlt.config.PartitionConfig`; a custom one named in YAML as
-``package.module:callable`` is called as ``fn(labels, num_clients, rng, **cfg.options)``.
-Both return a list of index arrays (one per client, in client order) or a mapping
-``client id -> indices``. A partitioner that assigns a sample to several clients on
-purpose sets the attribute ``allows_overlap = True``. :func:`build_partition` checks every
-result (types, range, duplicates, client count) and raises :class:`PartitionError` naming
-the partitioner and the offending client / index.
+Protocol. Every partitioner is called as ``fn(labels, num_clients, rng, **options)``: a
+custom one named in YAML as ``package.module:callable`` gets ``data.partition.options``, a
+built-in one the ``data.partition`` fields it names (``alpha``, ``min_size``,
+``classes_per_client``, ``path``). All return a list of index arrays (one per client, in
+client order) or a mapping ``client id -> indices``. A partitioner that assigns a sample to
+several clients on purpose sets the attribute ``allows_overlap = True``.
+:func:`build_partition` checks every result (types, range, duplicates, client count) and
+raises :class:`PartitionError` naming the partitioner and the offending client / index.
 
 Built-ins: ``iid``, ``dirichlet`` (FedLoGe's per-sample rule; a minimum-size variant when
 ``min_size > 0``), ``shard`` and ``file``. ``flwr_datasets:<Partitioner>`` runs a Flower
@@ -48,9 +48,13 @@ def group_by_client(owner: np.ndarray, num_clients: int) -> list[np.ndarray]:
     return [part.astype(np.int64) for part in np.split(order, np.cumsum(sizes)[:-1])]
 
 
+BUILTIN_FIELDS = ("alpha", "min_size", "classes_per_client", "path")
+"""The data.partition fields a built-in partitioner may take as keyword options."""
+
+
 @PARTITIONERS.register("iid")
 def iid_partition(
-    labels: np.ndarray, num_clients: int, rng: np.random.Generator, cfg: PartitionConfig
+    labels: np.ndarray, num_clients: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
     """Shuffle, then cut into ``num_clients`` near-equal parts (sizes differ by at most 1)."""
     order = rng.permutation(len(labels))
@@ -60,7 +64,8 @@ def iid_partition(
 def dirichlet_owners(
     labels: np.ndarray, num_clients: int, alpha: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """FedLoGe's per-sample Dirichlet rule (spec §1): a client id for every sample.
+    """FedLoGe's per-sample Dirichlet rule (Xiao et al., ICLR 2024; docs/partition.md): a
+    client id for every sample.
 
     For each class c: ``q_c ~ Dir(alpha * 1_N)``, then every sample of c independently goes
     to client ``k ~ Categorical(q_c)``. No retry loop, so it always terminates; clients may
@@ -114,30 +119,34 @@ def enforce_min_size(
 
 @PARTITIONERS.register("dirichlet")
 def dirichlet_partition(
-    labels: np.ndarray, num_clients: int, rng: np.random.Generator, cfg: PartitionConfig
+    labels: np.ndarray,
+    num_clients: int,
+    rng: np.random.Generator,
+    alpha: float = 0.5,
+    min_size: int = 0,
 ) -> list[np.ndarray]:
     """Per-sample Dirichlet (``alpha``); with ``min_size > 0`` then :func:`enforce_min_size`."""
-    if cfg.min_size * num_clients > len(labels):
+    if min_size * num_clients > len(labels):
         raise ConfigError(
             f"{KEY}.min_size",
-            f"num_clients * min_size = {num_clients} * {cfg.min_size} exceeds the "
+            f"num_clients * min_size = {num_clients} * {min_size} exceeds the "
             f"{len(labels)} training samples",
         )
-    parts = group_by_client(dirichlet_owners(labels, num_clients, cfg.alpha, rng), num_clients)
-    if cfg.min_size > 0:
-        parts = enforce_min_size(parts, cfg.min_size, rng)
+    parts = group_by_client(dirichlet_owners(labels, num_clients, alpha, rng), num_clients)
+    if min_size > 0:
+        parts = enforce_min_size(parts, min_size, rng)
     return parts
 
 
 @PARTITIONERS.register("shard")
 def shard_partition(
-    labels: np.ndarray, num_clients: int, rng: np.random.Generator, cfg: PartitionConfig
+    labels: np.ndarray, num_clients: int, rng: np.random.Generator, classes_per_client: int = 2
 ) -> list[np.ndarray]:
     """Pathological non-IID (McMahan et al. 2017): sort by label, cut into
     ``num_clients * classes_per_client`` equal shards, give each client
     ``classes_per_client`` random shards (so at most that many classes, more rarely when a
     shard straddles a class boundary)."""
-    num_shards = num_clients * cfg.classes_per_client
+    num_shards = num_clients * classes_per_client
     if num_shards > len(labels):
         raise ConfigError(
             f"{KEY}.classes_per_client",
@@ -147,7 +156,7 @@ def shard_partition(
     shuffled = rng.permutation(len(labels))
     by_label = shuffled[np.argsort(np.asarray(labels)[shuffled], kind="stable")]
     shards = np.array_split(by_label, num_shards)
-    shard_order = rng.permutation(num_shards).reshape(num_clients, cfg.classes_per_client)
+    shard_order = rng.permutation(num_shards).reshape(num_clients, classes_per_client)
     return [np.sort(np.concatenate([shards[s] for s in row])) for row in shard_order]
 
 
@@ -197,7 +206,7 @@ def _load_partition_file(path: Path) -> Any:
 
 @PARTITIONERS.register("file")
 def file_partition(
-    labels: np.ndarray, num_clients: int, rng: np.random.Generator, cfg: PartitionConfig
+    labels: np.ndarray, num_clients: int, rng: np.random.Generator, path: str | None = None
 ) -> Any:
     """Read a partition from ``path``.
 
@@ -205,18 +214,18 @@ def file_partition(
     ``partition.json`` written by ``fedlt partition``. NPY: a 1-D integer array giving the
     client id of every sample (read without pickle; object arrays are refused).
     """
-    if not cfg.path:
+    if not path:
         raise ConfigError(f"{KEY}.path", "required by the 'file' partitioner (a .json or .npy)")
-    data = _load_partition_file(Path(cfg.path).expanduser())
+    data = _load_partition_file(Path(path).expanduser())
     if isinstance(data, np.ndarray):
         if len(data) != len(labels):
             raise PartitionError(
-                f"{cfg.path}: {len(data)} client ids for {len(labels)} training samples"
+                f"{path}: {len(data)} client ids for {len(labels)} training samples"
             )
         if len(data) and (data.min() < 0 or data.max() >= num_clients):
             bad = int(np.flatnonzero((data < 0) | (data >= num_clients))[0])
             raise PartitionError(
-                f"{cfg.path}: sample {bad} has client id {int(data[bad])}, outside "
+                f"{path}: sample {bad} has client id {int(data[bad])}, outside "
                 f"[0, {num_clients}) (data.partition.num_clients)"
             )
         return group_by_client(data.astype(np.int64), num_clients)
@@ -226,7 +235,7 @@ def file_partition(
         expected = data.get("meta", {}).get("num_train")
         if expected is not None and expected != len(labels):
             raise PartitionError(
-                f"{cfg.path}: written for a training set of {expected} samples, but this "
+                f"{path}: written for a training set of {expected} samples, but this "
                 f"config yields {len(labels)} (same data.source, data.longtail and seed needed)"
             )
         data = data["clients"]
@@ -360,7 +369,11 @@ def build_partition(
                 f"only custom partitioners take options; {cfg.name!r} uses the fields of "
                 "data.partition (alpha, min_size, classes_per_client, path)",
             )
-        result = fn(labels, cfg.num_clients, rng, cfg)
+        # One calling convention for every partitioner: fn(labels, num_clients, rng,
+        # **options); a built-in one's options are the data.partition fields it names.
+        accepted = inspect.signature(fn).parameters
+        fields = {f: getattr(cfg, f) for f in BUILTIN_FIELDS if f in accepted}
+        result = fn(labels, cfg.num_clients, rng, **fields)
     else:
         fn = PARTITIONERS.get(cfg.name, f"{KEY}.name")
         try:

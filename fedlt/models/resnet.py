@@ -1,12 +1,23 @@
 """CIFAR ResNets: ResNet-8/20/32 (He et al. 2016, §4.2: 3 stages of 16/32/64 channels) and
 ResNet-18/34 (basic blocks, 64-512 channels) with a 3×3 stem and no max-pool, as used by
-FedLoGe (512-d features for ResNet-18/34)."""
+FedLoGe (512-d features for ResNet-18/34).
+
+``init`` (``model.options.init``): ``kaiming`` (the default) draws every conv kernel from
+Kaiming normal, fan-out (He et al., ICCV 2015); ``pytorch`` keeps PyTorch's default
+(``nn.Conv2d.reset_parameters``: Kaiming uniform with a=√5), as the official FedLoGe code
+does (docs/fedloge.md, "Matching the official FedAvg")."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import Tensor, nn
 
+from fedlt.errors import ConfigError
 from fedlt.models.base import FeatureModel
+
+ConvInit = Literal["kaiming", "pytorch"]
+CONV_INITS: tuple[str, ...] = ("kaiming", "pytorch")
 
 
 def _register():
@@ -38,7 +49,9 @@ class BasicBlock(nn.Module):
 class ResNetBackbone(nn.Module):
     """3×3 stem → stages of basic blocks → global average pooling → features."""
 
-    def __init__(self, in_channels: int, widths: list[int], blocks: list[int]) -> None:
+    def __init__(
+        self, in_channels: int, widths: list[int], blocks: list[int], init: ConvInit = "kaiming"
+    ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
@@ -55,26 +68,39 @@ class ResNetBackbone(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.out_dim = in_planes
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_convs(self, init)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pool(self.layers(self.stem(x))).flatten(1)
 
 
-def _cifar_resnet(depth: int, num_classes: int, image_shape: tuple[int, int, int]) -> FeatureModel:
+def init_convs(module: nn.Module, init: ConvInit) -> None:
+    """Initialise the conv kernels of ``module`` by ``init`` (module docstring): ``kaiming``
+    redraws them from Kaiming normal (fan-out, ReLU gain); ``pytorch`` leaves them as
+    ``nn.Conv2d`` drew them. Anything else raises ConfigError naming ``model.options.init``."""
+    if init not in CONV_INITS:
+        raise ConfigError("model.options.init", f"must be one of {list(CONV_INITS)}, got {init!r}")
+    if init == "pytorch":
+        return
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
+def _cifar_resnet(
+    depth: int, num_classes: int, image_shape: tuple[int, int, int], init: ConvInit
+) -> FeatureModel:
     if (depth - 2) % 6 != 0:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
     n = (depth - 2) // 6
-    backbone = ResNetBackbone(image_shape[0], [16, 32, 64], [n, n, n])
+    backbone = ResNetBackbone(image_shape[0], [16, 32, 64], [n, n, n], init)
     return FeatureModel(backbone, backbone.out_dim, num_classes)
 
 
 def _wide_resnet(
-    blocks: list[int], num_classes: int, image_shape: tuple[int, int, int]
+    blocks: list[int], num_classes: int, image_shape: tuple[int, int, int], init: ConvInit
 ) -> FeatureModel:
-    backbone = ResNetBackbone(image_shape[0], [64, 128, 256, 512], blocks)
+    backbone = ResNetBackbone(image_shape[0], [64, 128, 256, 512], blocks, init)
     return FeatureModel(backbone, backbone.out_dim, num_classes)
 
 
@@ -82,25 +108,35 @@ _MODELS = _register()
 
 
 @_MODELS.register("resnet8")
-def resnet8(num_classes: int, image_shape: tuple[int, int, int]) -> FeatureModel:
-    return _cifar_resnet(8, num_classes, image_shape)
+def resnet8(
+    num_classes: int, image_shape: tuple[int, int, int], init: ConvInit = "kaiming"
+) -> FeatureModel:
+    return _cifar_resnet(8, num_classes, image_shape, init)
 
 
 @_MODELS.register("resnet20")
-def resnet20(num_classes: int, image_shape: tuple[int, int, int]) -> FeatureModel:
-    return _cifar_resnet(20, num_classes, image_shape)
+def resnet20(
+    num_classes: int, image_shape: tuple[int, int, int], init: ConvInit = "kaiming"
+) -> FeatureModel:
+    return _cifar_resnet(20, num_classes, image_shape, init)
 
 
 @_MODELS.register("resnet32")
-def resnet32(num_classes: int, image_shape: tuple[int, int, int]) -> FeatureModel:
-    return _cifar_resnet(32, num_classes, image_shape)
+def resnet32(
+    num_classes: int, image_shape: tuple[int, int, int], init: ConvInit = "kaiming"
+) -> FeatureModel:
+    return _cifar_resnet(32, num_classes, image_shape, init)
 
 
 @_MODELS.register("resnet18")
-def resnet18(num_classes: int, image_shape: tuple[int, int, int]) -> FeatureModel:
-    return _wide_resnet([2, 2, 2, 2], num_classes, image_shape)
+def resnet18(
+    num_classes: int, image_shape: tuple[int, int, int], init: ConvInit = "kaiming"
+) -> FeatureModel:
+    return _wide_resnet([2, 2, 2, 2], num_classes, image_shape, init)
 
 
 @_MODELS.register("resnet34")
-def resnet34(num_classes: int, image_shape: tuple[int, int, int]) -> FeatureModel:
-    return _wide_resnet([3, 4, 6, 3], num_classes, image_shape)
+def resnet34(
+    num_classes: int, image_shape: tuple[int, int, int], init: ConvInit = "kaiming"
+) -> FeatureModel:
+    return _wide_resnet([3, 4, 6, 3], num_classes, image_shape, init)

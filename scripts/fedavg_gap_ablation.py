@@ -1,0 +1,185 @@
+"""Ablation: where fedlt's FedAvg falls short of the official FedAvg (issue 13, item 2).
+
+    python scripts/fedavg_gap_ablation.py ROOT [--out runs/fedavg_gap] [--seeds 3407 1]
+        [--variants baseline partition init norm all] [--parallel 2] [--doc FILE]
+
+ROOT holds CIFAR-10 as an ImageFolder tree (``ROOT/train/<class>/*.jpg``,
+``ROOT/test/<class>/*.jpg``, also found one level down in ``ROOT/cifar10/``) or as the python
+pickles (``ROOT/cifar-10-batches-py/``). Every run is FedAvg (McMahan et al., AISTATS 2017)
+at the CPU setting of docs/results/cifar10lt.md — CIFAR-10, exponential long tail IF=100,
+Dirichlet α=0.5 over 40 clients, all clients every round, ResNet-8, 1 local epoch at batch
+32, SGD lr 0.03, momentum 0.5, 20 rounds, evaluation at round 20 — with the in-process
+engine, one torch thread each, ``--parallel`` at a time. The variants switch on, one at a
+time and all together, the choices of the official FedLoGe code (Xiao et al., ICLR 2024;
+docs/fedloge.md, "Matching the official FedAvg"):
+
+* ``baseline``: fedlt's defaults;
+* ``partition``: ``data.rng=fedloge-official`` (the official long-tail and partition draws,
+  docs/partition.md);
+* ``init``: ``model.options.init=pytorch`` (PyTorch's default conv initialisation instead
+  of Kaiming normal);
+* ``norm``: ``data.normalization=imagenet`` (ImageNet mean/std instead of the data's own);
+* ``all``: the three together.
+
+A run directory under ``--out`` with a ``summary.json`` is skipped; one without is run
+again from scratch (removed first). The table (markdown) gives generic top-1 (balanced test
+set, global model) and personal top-1 (unweighted mean over clients of local-test top-1,
+absent classes masked) at the last round beside the official code's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROUNDS = 20
+# Official FedLoGe code, FedAvg at this setting (issue 13): seed -> (generic, personal) in %.
+OFFICIAL = {3407: (25.3, 61.6), 1: (24.7, 61.9)}
+VARIANTS: dict[str, list[str]] = {
+    "baseline": [],
+    "partition": ["data.rng=fedloge-official"],
+    "init": ["model.options.init=pytorch"],
+    "norm": ["data.normalization=imagenet"],
+    "all": [
+        "data.rng=fedloge-official",
+        "model.options.init=pytorch",
+        "data.normalization=imagenet",
+    ],
+}
+LABELS = {
+    "baseline": "baseline (fedlt defaults)",
+    "partition": "+ official partition",
+    "init": "+ PyTorch init",
+    "norm": "+ ImageNet normalisation",
+    "all": "all three",
+}
+GENERIC = "generic.global.top1"
+PERSONAL = "personal.global.top1_mean"
+
+
+def source_overrides(root: Path) -> list[str]:
+    """``--set`` values naming the data under ``root`` (pickles or an ImageFolder tree)."""
+    if (root / "cifar-10-batches-py").is_dir() or (root / "test_batch").is_file():
+        return ["data.source=cifar10", f"data.root={root}"]
+    for tree in (root, root / "cifar10"):
+        if (tree / "train").is_dir() and (tree / "test").is_dir():
+            return ["data.source=imagefolder", f"data.root={tree}"]
+    raise SystemExit(f"{root}: neither cifar-10-batches-py/ nor train/ and test/ class folders")
+
+
+def setting_overrides(seed: int, root: Path) -> list[str]:
+    """The CPU setting of docs/results/cifar10lt.md at ``ROUNDS`` rounds, FedAvg."""
+    return [
+        f"seed={seed}",
+        "strategy.name=fedavg",
+        "model.name=resnet8",
+        "data.longtail.profile=exponential",
+        "data.longtail.imbalance_factor=100",
+        "data.partition.name=dirichlet",
+        "data.partition.num_clients=40",
+        "data.partition.alpha=0.5",
+        f"federated.rounds={ROUNDS}",
+        "federated.participation=1.0",
+        "federated.local_epochs=1",
+        "federated.batch_size=32",
+        "federated.lr=0.03",
+        "federated.momentum=0.5",
+        "federated.augment=true",
+        f"federated.eval_every={ROUNDS}",
+        f"federated.checkpoint_every={ROUNDS}",
+        "logging.progress=false",
+        "resources.device=cpu",
+        "resources.num_threads=1",
+        *source_overrides(root),
+    ]
+
+
+def run_dir(out: Path, variant: str, seed: int) -> Path:
+    """Where one run lives: ``OUT/<variant>-s<seed>``."""
+    return out / f"{variant}-s{seed}"
+
+
+def is_done(path: Path) -> bool:
+    """A finished run has a ``summary.json``."""
+    return (path / "summary.json").is_file()
+
+
+def run_one(out: Path, variant: str, seed: int, root: Path) -> tuple[str, int, float, int]:
+    """Run one variant at one seed as its own process; return (variant, seed, s, exit code)."""
+    path = run_dir(out, variant, seed)
+    if path.exists():
+        shutil.rmtree(path)
+    cmd = [sys.executable, "-m", "fedlt.cli", "run", "--backend", "inprocess", "--no-progress"]
+    cmd += ["--run-dir", str(path)]
+    for item in [*setting_overrides(seed, root), f"name=fedavg-{variant}", *VARIANTS[variant]]:
+        cmd += ["--set", item]
+    started = time.perf_counter()
+    with open(out / f"{variant}-s{seed}.log", "w") as log:
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+    return variant, seed, time.perf_counter() - started, code
+
+
+def final_metrics(path: Path) -> tuple[float, float] | None:
+    """(generic, personal) top-1 in % at the last round, or None if unfinished."""
+    if not is_done(path):
+        return None
+    final = json.loads((path / "summary.json").read_text()).get("final") or {}
+    if GENERIC not in final or PERSONAL not in final:
+        return None
+    return 100 * float(final[GENERIC]), 100 * float(final[PERSONAL])
+
+
+def table(out: Path, seeds: list[int], variants: list[str]) -> str:
+    """Markdown table: one row per variant, generic / personal per seed, official beside."""
+    head = "| variant | " + " | ".join(f"seed {s} generic | seed {s} personal" for s in seeds)
+    rule = "|---|" + "---|---|" * len(seeds)
+    rows = [head + " |", rule]
+    for variant in [v for v in VARIANTS if v in variants]:
+        cells = []
+        for seed in seeds:
+            got = final_metrics(run_dir(out, variant, seed))
+            cells += [f"{got[0]:.2f}", f"{got[1]:.2f}"] if got else ["not run", "not run"]
+        rows.append(f"| {LABELS[variant]} | " + " | ".join(cells) + " |")
+    official = []
+    for seed in seeds:
+        ref = OFFICIAL.get(seed)
+        official += [f"{ref[0]:.1f}", f"{ref[1]:.1f}"] if ref else ["—", "—"]
+    rows.append("| official FedLoGe code | " + " | ".join(official) + " |")
+    return "\n".join(rows)
+
+
+def pending(out: Path, seeds: list[int], variants: list[str]) -> list[tuple[str, int]]:
+    """(variant, seed) pairs still to run, seed by seed, variants in the order given (the
+    table keeps the order of :data:`VARIANTS`)."""
+    return [(v, s) for s in seeds for v in variants if not is_done(run_dir(out, v, s))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path, help="folder holding CIFAR-10 (JPEG tree or pickles)")
+    parser.add_argument("--out", type=Path, default=Path("runs/fedavg_gap"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[3407, 1])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--parallel", type=int, default=2, help="runs at a time (one core each)")
+    parser.add_argument("--table-only", action="store_true", help="run nothing, tabulate")
+    args = parser.parse_args()
+    root = args.root.expanduser().resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    todo = [] if args.table_only else pending(args.out, args.seeds, args.variants)
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        jobs = [pool.submit(run_one, args.out, v, s, root) for v, s in todo]
+        for job in jobs:
+            variant, seed, seconds, code = job.result()
+            print(f"{variant} seed {seed}: {seconds:.0f} s, exit code {code}", flush=True)
+    print(table(args.out, args.seeds, args.variants))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
