@@ -2,10 +2,11 @@
 ResNet-18/34 (basic blocks, 64-512 channels) with a 3×3 stem and no max-pool, as used by
 FedLoGe (512-d features for ResNet-18/34).
 
-``init`` (``model.options.init``): ``kaiming`` (the default) draws every conv kernel from
-Kaiming normal, fan-out (He et al., ICCV 2015); ``pytorch`` keeps PyTorch's default
+``init`` (``model.options.init``): ``pytorch`` (the default) keeps PyTorch's default
 (``nn.Conv2d.reset_parameters``: Kaiming uniform with a=√5), as the official FedLoGe code
-does (docs/fedloge.md, "Matching the official FedAvg")."""
+does — the largest single cause of the FedAvg gap to it (docs/results/fedavg_gap.md);
+``kaiming`` draws every conv kernel from Kaiming normal, fan-out (He et al., ICCV 2015),
+fedlt's choice before that measurement (docs/fedloge.md, "Matching the official FedAvg")."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class ResNetBackbone(nn.Module):
     """3×3 stem → stages of basic blocks → global average pooling → features."""
 
     def __init__(
-        self, in_channels: int, widths: list[int], blocks: list[int], init: ConvInit = "kaiming"
+        self, in_channels: int, widths: list[int], blocks: list[int], init: ConvInit = "pytorch"
     ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
@@ -109,34 +110,34 @@ _MODELS = _register()
 
 @_MODELS.register("resnet8")
 def resnet8(
-    num_classes: int, image_shape: tuple[int, int, int], init: ConvInit = "kaiming"
+    num_classes: int, image_shape: tuple[int, int, int], init: ConvInit = "pytorch"
 ) -> FeatureModel:
     return _cifar_resnet(8, num_classes, image_shape, init)
 
 
 @_MODELS.register("resnet20")
 def resnet20(
-    num_classes: int, image_shape: tuple[int, int, int], init: ConvInit = "kaiming"
+    num_classes: int, image_shape: tuple[int, int, int], init: ConvInit = "pytorch"
 ) -> FeatureModel:
     return _cifar_resnet(20, num_classes, image_shape, init)
 
 
 @_MODELS.register("resnet32")
 def resnet32(
-    num_classes: int, image_shape: tuple[int, int, int], init: ConvInit = "kaiming"
+    num_classes: int, image_shape: tuple[int, int, int], init: ConvInit = "pytorch"
 ) -> FeatureModel:
     return _cifar_resnet(32, num_classes, image_shape, init)
 
 
 @_MODELS.register("resnet18")
 def resnet18(
-    num_classes: int, image_shape: tuple[int, int, int], init: ConvInit = "kaiming"
+    num_classes: int, image_shape: tuple[int, int, int], init: ConvInit = "pytorch"
 ) -> FeatureModel:
     return _wide_resnet([2, 2, 2, 2], num_classes, image_shape, init)
 
 
 @_MODELS.register("resnet34")
 def resnet34(
-    num_classes: int, image_shape: tuple[int, int, int], init: ConvInit = "kaiming"
+    num_classes: int, image_shape: tuple[int, int, int], init: ConvInit = "pytorch"
 ) -> FeatureModel:
     return _wide_resnet([3, 4, 6, 3], num_classes, image_shape, init)
