@@ -178,12 +178,26 @@ def _kill_ray_workers() -> None:
             pass
 
 
+def _ray_descendants() -> list[Any]:
+    """This process's descendants that belong to Ray (its services and workers), never the
+    caller's own subprocesses."""
+    import psutil
+
+    found = []
+    for proc in _descendants():
+        with contextlib.suppress(psutil.Error):
+            command = " ".join(proc.cmdline()) or proc.name()
+            if proc.name().startswith("ray::") or "/ray/" in command or "raylet" in command:
+                found.append(proc)
+    return found
+
+
 def _reap_local_ray(grace_s: float = 5.0) -> None:
     """After Ray shut down, wait for its local processes to exit; kill what lingers."""
     import psutil
 
     deadline = time.monotonic() + grace_s
-    while (left := _descendants()) and time.monotonic() < deadline:
+    while (left := _ray_descendants()) and time.monotonic() < deadline:
         time.sleep(0.1)
     for proc in left:
         with contextlib.suppress(psutil.Error):
