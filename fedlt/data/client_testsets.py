@@ -6,6 +6,23 @@ from __future__ import annotations
 import numpy as np
 
 
+def local_test_quota(
+    client_class_counts: np.ndarray, test_labels: np.ndarray
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The local-test rule shared by fedlt's and the official draws:
+    ``m[k, c] = int(n_train[k, c] / N_train_total * N_test_total)`` (a clients × classes int
+    array), and the test-set indices of every class in array order."""
+    counts = np.asarray(client_class_counts, dtype=np.int64)
+    test_labels = np.asarray(test_labels)
+    total_train = int(counts.sum())
+    if total_train:
+        wanted = (counts / total_train * len(test_labels)).astype(np.int64)
+    else:
+        wanted = np.zeros_like(counts)
+    by_class = [np.flatnonzero(test_labels == c) for c in range(counts.shape[1])]
+    return wanted, by_class
+
+
 def local_test_indices(
     client_class_counts: np.ndarray, test_labels: np.ndarray, rng: np.random.Generator
 ) -> list[np.ndarray]:
@@ -23,17 +40,12 @@ def local_test_indices(
     noted deviation: same images, no silent duplicates).
     """
     counts = np.asarray(client_class_counts, dtype=np.int64)
-    test_labels = np.asarray(test_labels)
-    num_clients, num_classes = counts.shape
-    total_train = int(counts.sum())
-    total_test = len(test_labels)
-    by_class = [np.flatnonzero(test_labels == c) for c in range(num_classes)]
+    wanted, by_class = local_test_quota(counts, test_labels)
     out = []
-    for k in range(num_clients):
+    for k in range(counts.shape[0]):
         chosen = []
         for c in np.flatnonzero(counts[k]):
-            wanted = int(counts[k, c] / total_train * total_test) if total_train else 0
-            take = min(wanted, len(by_class[c]))
+            take = min(int(wanted[k, c]), len(by_class[c]))
             if take:
                 chosen.append(rng.choice(by_class[c], size=take, replace=False))
         out.append(np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64))

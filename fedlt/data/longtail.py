@@ -67,6 +67,21 @@ def longtail_counts(
     )
 
 
+def class_targets(labels: np.ndarray, cfg: LongTailConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(images available per class, images the profile keeps per class) for non-empty
+    ``labels``; classes are ``0 .. labels.max()``, ``n_max`` the largest class."""
+    num_classes = int(labels.max()) + 1
+    available = np.bincount(labels, minlength=num_classes)
+    targets = longtail_counts(
+        int(available.max()),
+        num_classes,
+        cfg.imbalance_factor,
+        cfg.profile,
+        cfg.step_minority_fraction,
+    )
+    return available, np.asarray(targets)
+
+
 def apply_longtail(labels: np.ndarray, cfg: LongTailConfig, rng: np.random.Generator) -> np.ndarray:
     """Indices (sorted, into ``labels``) of the training images kept under ``cfg``.
 
@@ -80,15 +95,8 @@ def apply_longtail(labels: np.ndarray, cfg: LongTailConfig, rng: np.random.Gener
         return np.zeros(0, dtype=np.int64)
     if cfg.profile == "none":
         return np.arange(len(labels), dtype=np.int64)
-    num_classes = int(labels.max()) + 1
-    available = np.bincount(labels, minlength=num_classes)
-    targets = longtail_counts(
-        int(available.max()),
-        num_classes,
-        cfg.imbalance_factor,
-        cfg.profile,
-        cfg.step_minority_fraction,
-    )
+    available, targets = class_targets(labels, cfg)
+    num_classes = len(available)
     order = np.argsort(labels, kind="stable")
     starts = np.concatenate([[0], np.cumsum(available)])
     kept = []

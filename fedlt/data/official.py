@@ -26,7 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 from fedlt.config import LongTailConfig
-from fedlt.data.longtail import longtail_counts
+from fedlt.data.client_testsets import local_test_quota
+from fedlt.data.longtail import class_targets
 from fedlt.data.partition import group_by_client
 from fedlt.seeding import fedloge_longtail_stream
 
@@ -41,15 +42,7 @@ def fedloge_longtail(labels: np.ndarray, cfg: LongTailConfig) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.size == 0:
         return np.zeros(0, dtype=np.int64)
-    num_classes = int(labels.max()) + 1
-    available = np.bincount(labels, minlength=num_classes)
-    targets = longtail_counts(
-        int(available.max()),
-        num_classes,
-        cfg.imbalance_factor,
-        cfg.profile,
-        cfg.step_minority_fraction,
-    )
+    _, targets = class_targets(labels, cfg)
     stream = fedloge_longtail_stream()
     kept = []
     for c in np.unique(labels):  # the official loop runs over the classes present
@@ -95,16 +88,13 @@ def fedloge_local_tests(
     ``a_c``, where the official code would raise).
     """
     counts = np.asarray(client_class_counts, dtype=np.int64)
-    test_labels = np.asarray(test_labels)
+    quota, by_class = local_test_quota(counts, test_labels)
     num_clients, num_classes = counts.shape
-    total_train = int(counts.sum())
-    total_test = len(test_labels)
-    by_class = [np.flatnonzero(test_labels == c) for c in range(num_classes)]
     out = []
     for k in range(num_clients):
         chosen = []
         for c in range(num_classes):
-            wanted = int(counts[k, c] / total_train * total_test) if total_train else 0
+            wanted = int(quota[k, c])
             available = len(by_class[c])
             chosen.append(stream.choice(by_class[c], min(wanted, available), replace=False))
             if wanted > available:
