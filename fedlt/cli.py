@@ -125,6 +125,23 @@ def print_summary(summary: dict, run_dir: Path) -> None:
         for key in ("A_auc", "A_avg", "A_last", "F_last"):
             if key in final:
                 table.add_row(key, f"{100 * final[key]:.2f}%")
+    elif summary.get("engine") == "federated_continual":
+        headline = summary.get("headline", {})
+        table.add_column("evaluation")
+        for key in ("A_auc", "A_avg", "A_last", "F_last"):
+            table.add_column(key, justify="right")
+        for kind, prefix in (("generic", ""), ("personal", "personal.")):
+            values = [final.get(prefix + key) for key in ("A_auc", "A_avg", "A_last", "F_last")]
+            table.add_row(
+                f"{kind} ({headline.get(kind)})",
+                *("—" if v is None or v != v else f"{100 * v:.2f}%" for v in values),
+            )
+        rounds = summary.get("rounds", 0)
+        ended = {k: r for k, r in summary.get("streams_ended", {}).items() if r < rounds}
+        if ended:
+            table.caption = (
+                f"{len(ended)} client stream(s) ended before the last round; see summary.json"
+            )
     else:
         table.add_column("evaluation")
         table.add_column("mode")

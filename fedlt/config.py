@@ -267,7 +267,7 @@ class ExperimentConfig:
 
     name: str = "default"
     seed: int = 0
-    engine: Literal["federated", "continual"] = "federated"
+    engine: Literal["federated", "continual", "federated_continual"] = "federated"
     output_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -282,6 +282,14 @@ class ExperimentConfig:
         require_seed(self.seed, _join(prefix, "seed"))
         require(bool(self.output_dir), _join(prefix, "output_dir"), "must not be empty")
         self.data.check_official(self.engine, self.seed, _join(prefix, "data"))
+        if self.engine == "federated_continual":
+            require(
+                self.federated.local_epochs == 1,
+                _join(prefix, "federated.local_epochs"),
+                "engine federated_continual reads each client's stream once (online); "
+                f"got {self.federated.local_epochs}: use stream.online_iter for more steps "
+                "per batch",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -480,6 +488,11 @@ def _validate_components(cfg: ExperimentConfig) -> None:
 
         strategy_cls = FEDERATED_STRATEGIES.get(cfg.strategy.name, "strategy.name")
         typed = parse_options(strategy_cls, cfg.strategy.options, "strategy.options")
+    elif cfg.engine == "federated_continual":
+        from strategies.federated import parse_options
+        from strategies.federated_continual import stream_strategy
+
+        typed = parse_options(stream_strategy(cfg.strategy.name), cfg.strategy.options)
     else:
         from strategies.continual import CONTINUAL_LEARNERS, parse_options
 

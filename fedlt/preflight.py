@@ -49,11 +49,12 @@ def preflight(
     resolve_device(cfg.resources.device)
     if new_run:
         check_output_target(cfg, run_dir)
-    if cfg.engine == "federated" and backend == "flower":
+    federated = cfg.engine in ("federated", "federated_continual")
+    if federated and backend == "flower":
         from fedlt.federated.simulation import backend_config
 
         backend_config(cfg, ray_address, verbose=False)
-    if cfg.engine == "federated":
+    if federated:
         _build_federated(cfg)
     else:
         _build_continual(cfg)

@@ -111,7 +111,7 @@ def _check_resumable(run: RunDirectory, force: bool) -> None:
 def _check_client_state(run: RunDirectory) -> None:
     """The per-client state files the newest readable checkpoint refers to all exist."""
     checkpoint = run.latest_checkpoint()
-    if checkpoint is None or run.config.engine != "federated":
+    if checkpoint is None or run.config.engine == "continual":
         return
     index = checkpoint.state.get("client_state_index") or {}
     if not index:
@@ -141,7 +141,7 @@ def _dispatch(
     from fedlt.federated.engine import FederatedEngine, InProcessExecutor
     from fedlt.federated.stopping import stop_on_signals
 
-    engine = FederatedEngine(run, progress=progress)
+    engine = FederatedEngine.for_run(run, progress=progress)
     if backend == "inprocess":
         with stop_on_signals(engine.stop):
             return engine.run_rounds(InProcessExecutor(engine.runtime))

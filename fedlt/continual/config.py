@@ -32,6 +32,14 @@ class StreamConfig:
     (checkpoint every this many periodic evaluations; task ends always checkpoint; 0 = task
     ends only), ``augment`` (``none``, ``crop``: random crop with 4-pixel padding
     (``crop_padding``), ``crop_flip``: plus horizontal flip), ``eval_batch_size``.
+
+    Federated continual learning (``engine: federated_continual``,
+    docs/federated_continual.md): every client replays its own stream of these settings.
+    ``task_sync``: ``shared`` (every client uses one class-to-task split, drawn from the
+    stream seed) or ``per_client`` (each client draws its own, exactly the stream engine's
+    stream for its labels and its derived seed). ``samples_per_round``: new stream samples a
+    client consumes each round it is sampled (null: its stream spread over the rounds it is
+    expected to take part in, ``⌈n_k / (rounds · participation)⌉``).
     """
 
     scenario: Literal["si-blurry", "i-blurry"] = "si-blurry"
@@ -51,6 +59,8 @@ class StreamConfig:
     checkpoint_every: int = 5
     augment: Literal["none", "crop", "crop_flip"] = "none"
     crop_padding: int = 4
+    task_sync: Literal["shared", "per_client"] = "shared"
+    samples_per_round: int | None = None
 
     def validate(self, prefix: str) -> None:
         if self.seed is not None:
@@ -92,6 +102,11 @@ class StreamConfig:
             self.checkpoint_every >= 0,
             f"{prefix}.checkpoint_every",
             f"must be >= 0, got {self.checkpoint_every}",
+        )
+        require(
+            self.samples_per_round is None or self.samples_per_round >= 1,
+            f"{prefix}.samples_per_round",
+            f"must be >= 1 (or null), got {self.samples_per_round}",
         )
         require(
             self.crop_padding >= 0,

@@ -96,12 +96,14 @@ def _to_chw(images: np.ndarray, device: torch.device) -> Tensor:
 class Augmenter:
     """Random crop (zero padding ``pad``) and optional horizontal flip of a uint8 batch,
     driven by its own CPU ``torch.Generator`` (the run seed's ``stream_augment`` stream;
-    its state is checkpointed)."""
+    its state is checkpointed), or by ``generator`` when given."""
 
-    def __init__(self, mode: str, pad: int, seed: int) -> None:
+    def __init__(
+        self, mode: str, pad: int, seed: int, generator: torch.Generator | None = None
+    ) -> None:
         self.mode = mode
         self.pad = pad
-        self.generator = torch_generator(seed, "stream_augment")
+        self.generator = generator or torch_generator(seed, "stream_augment")
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.mode == "none":

@@ -32,6 +32,10 @@ Extensions (the official sampler lacks them; defaults keep fidelity):
   The draws are the same as without the option, so only the class roles change.
 - Any label array is accepted (unequal class sizes: long-tailed streams); a class with no
   sample simply contributes nothing.
+- ``task_split`` (federated continual learning, docs/federated_continual.md): steps 1-3 are
+  the *class-to-task split* (:func:`draw_task_split`). Given a :class:`TaskSplit`, they are
+  skipped (nothing drawn) and the split is used as given; steps 4-6 draw from ``seed`` as
+  usual. So clients that share one split still draw their own quotas and orders.
 """
 
 from __future__ import annotations
@@ -151,6 +155,41 @@ def _class_roles(
     return disjoint, blurry
 
 
+@dataclass(frozen=True)
+class TaskSplit:
+    """Which classes are disjoint and which blurry in each task (steps 1-3)."""
+
+    disjoint_classes: tuple[tuple[int, ...], ...]
+    blurry_classes: tuple[tuple[int, ...], ...]
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.disjoint_classes)
+
+
+def draw_task_split(
+    gen: torch.Generator,
+    labels: np.ndarray,
+    num_classes: int,
+    num_tasks: int,
+    disjoint_percent: int,
+    even: bool,
+    blurry_from_tail: bool,
+) -> TaskSplit:
+    """Steps 1-3 of the sampler from ``gen``: class order, disjoint and blurry cut points."""
+    c, k_tasks = num_classes, num_tasks
+    d = (c * disjoint_percent // 100) // k_tasks * k_tasks
+    bn = (c - d) // k_tasks * k_tasks
+    order = torch.randperm(c, generator=gen).tolist()
+    disj, blur = _class_roles(order, labels, c, d, bn, blurry_from_tail)
+    cd = _cuts(gen, d, k_tasks, even)
+    cb = _cuts(gen, bn, k_tasks, even)
+    return TaskSplit(
+        tuple(tuple(disj[cd[k] : cd[k + 1]]) for k in range(k_tasks)),
+        tuple(tuple(blur[cb[k] : cb[k + 1]]) for k in range(k_tasks)),
+    )
+
+
 def make_stream(
     labels: np.ndarray | list[int],
     num_tasks: int = 5,
@@ -161,11 +200,13 @@ def make_stream(
     blurry_pick: BlurryPick = "first",
     blurry_from_tail: bool = False,
     num_classes: int | None = None,
+    task_split: TaskSplit | None = None,
 ) -> Stream:
     """Build a Si-Blurry (or i-Blurry) stream over the samples with these ``labels``.
 
     ``labels``: integer class of every training sample (any class sizes). ``num_classes``:
-    defaults to ``max(labels) + 1``. See the module docstring for the exact procedure.
+    defaults to ``max(labels) + 1``. ``task_split``: use this class-to-task split instead of
+    drawing one (steps 1-3). See the module docstring for the exact procedure.
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
@@ -198,15 +239,17 @@ def make_stream(
     even = scenario == "i-blurry"
 
     gen = si_blurry_generator(seed)
-    d = (c * disjoint_percent // 100) // k_tasks * k_tasks
-    bn = (c - d) // k_tasks * k_tasks
-    order = torch.randperm(c, generator=gen).tolist()
-    disj, blur = _class_roles(order, labels, c, d, bn, blurry_from_tail)
-
-    cd = _cuts(gen, d, k_tasks, even)
-    disjoint_classes = [disj[cd[k] : cd[k + 1]] for k in range(k_tasks)]
-    cb = _cuts(gen, bn, k_tasks, even)
-    blurry_classes = [blur[cb[k] : cb[k + 1]] for k in range(k_tasks)]
+    if task_split is None:
+        task_split = draw_task_split(
+            gen, labels, c, k_tasks, disjoint_percent, even, blurry_from_tail
+        )
+    elif task_split.num_tasks != k_tasks:
+        raise ConfigError(
+            "stream.num_tasks",
+            f"the given task split has {task_split.num_tasks} tasks, not {k_tasks}",
+        )
+    disjoint_classes = [list(t) for t in task_split.disjoint_classes]
+    blurry_classes = [list(t) for t in task_split.blurry_classes]
 
     disjoint_idx = [_indices_of(labels, cls) for cls in disjoint_classes]
     blurry_idx = [_indices_of(labels, cls) for cls in blurry_classes]
@@ -249,7 +292,11 @@ def make_stream(
 
 
 def stream_from_config(
-    labels: np.ndarray, stream_cfg: Any, seed: int, num_classes: int | None = None
+    labels: np.ndarray,
+    stream_cfg: Any,
+    seed: int,
+    num_classes: int | None = None,
+    task_split: TaskSplit | None = None,
 ) -> Stream:
     """:func:`make_stream` with the fields of a :class:`~fedlt.continual.config.StreamConfig`."""
     return make_stream(
@@ -262,4 +309,5 @@ def stream_from_config(
         blurry_pick=stream_cfg.blurry_pick,
         blurry_from_tail=stream_cfg.blurry_from_tail,
         num_classes=num_classes,
+        task_split=task_split,
     )

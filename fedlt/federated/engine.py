@@ -102,6 +102,15 @@ def _class_groups(runtime: FederatedRuntime) -> dict[str, dict[str, list[int]]]:
 class FederatedEngine:
     """Round loop with evaluation, run-directory logging and exact resume."""
 
+    @staticmethod
+    def for_run(run: RunDirectory, progress: bool = True) -> FederatedEngine:
+        """The engine of the run's config: this one, or the federated continual engine."""
+        if run.config.engine == "federated_continual":
+            from fedlt.federated_continual.engine import FederatedContinualEngine
+
+            return FederatedContinualEngine(run, progress=progress)
+        return FederatedEngine(run, progress=progress)
+
     def __init__(
         self, run: RunDirectory, progress: bool = True, stop: StopRequest | None = None
     ) -> None:
@@ -123,6 +132,42 @@ class FederatedEngine:
         self.server_state: StateDict = {}
         self._next_server_state: StateDict = {}
 
+    # -- hooks of engines built on this loop (fedlt.federated_continual) -------------
+    engine_name = "federated"
+
+    def eligible_clients(self, round_: int) -> list[int]:
+        """Clients that may be sampled in ``round_`` (here: every client with data)."""
+        return self._eligible
+
+    def is_eval_round(self, round_: int) -> bool:
+        """Whether ``round_`` ends with an evaluation (every ``eval_every`` and the last)."""
+        f = self.cfg.federated
+        return round_ % f.eval_every == 0 or round_ == f.rounds
+
+    def begin_round(self, round_: int) -> None:
+        """Called before a round trains; remember what :meth:`rollback_round` restores."""
+
+    def rollback_round(self) -> None:
+        """The round in progress is discarded (client states restored to its start)."""
+
+    def commit_round(self, round_: int, ok: list[tuple[int, LocalResult]]) -> None:
+        """The round's results are accepted (``ok``: its successful clients, id order)."""
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """Engine state saved in every checkpoint besides the global and server states."""
+        return {}
+
+    def load_checkpoint_extra(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`checkpoint_extra` saved."""
+
+    def finish_summary(self, summary: dict[str, Any]) -> None:
+        """Add to the summary and draw the figures (called once, after the last round)."""
+        from fedlt.federated.plots import plot_accuracy
+
+        plot_accuracy(
+            self.run.read_metrics(), summary["headline"], self.run.figure_path("accuracy")
+        )
+
     # -- evaluation -----------------------------------------------------------------
     def evaluate(
         self, round_: int, global_state: StateDict, executor: ClientExecutor | None = None
@@ -134,8 +179,27 @@ class FederatedEngine:
         generic, per_class = generic_metrics(
             rt.generic_logits(global_state), rt.t.test_y, self.groups, num_classes
         )
+        hits = self.personal_hits(round_, rt.evaluated_clients(), global_state, executor)
+        totals = {
+            k: np.bincount(
+                rt.data.test.labels[rt.data.client_test_indices[k]].astype(np.int64),
+                minlength=num_classes,
+            )
+            for k in hits
+        }
+        personal = personal_metrics_from_hits(hits, totals, self.groups)
+        return {**generic, **personal}, per_class
+
+    def personal_hits(
+        self,
+        round_: int,
+        clients: list[int],
+        global_state: StateDict,
+        executor: ClientExecutor | None = None,
+    ) -> dict[int, dict[str, np.ndarray]]:
+        """Every client's per-class hit counts per personal mode, computed by ``executor``
+        (the workers) or in this process; a stop request or a lost client ends the run."""
         executor = executor or InProcessExecutor(self.runtime)
-        clients = rt.evaluated_clients()
         hits: dict[int, dict[str, np.ndarray]] = {}
         for k, outcome in executor.evaluate(round_, clients, global_state, self.store.get):
             if isinstance(outcome, BaseException):
@@ -153,15 +217,7 @@ class FederatedEngine:
                 f"personalised evaluation in round {round_}: no result for clients {lost[:5]}"
                 f"{' …' if len(lost) > 5 else ''} within federated.round_timeout"
             )
-        totals = {
-            k: np.bincount(
-                rt.data.test.labels[rt.data.client_test_indices[k]].astype(np.int64),
-                minlength=num_classes,
-            )
-            for k in clients
-        }
-        personal = personal_metrics_from_hits(hits, totals, self.groups)
-        return {**generic, **personal}, per_class
+        return hits
 
     # -- checkpoints ----------------------------------------------------------------
     def _checkpoint(self, round_: int, global_state: StateDict) -> None:
@@ -172,6 +228,7 @@ class FederatedEngine:
                 "global_state": global_state,
                 "server_state": self.server_state,
                 "client_state_index": snapshot,
+                **self.checkpoint_extra(),
                 # Client generators are derived from (seed, round, client), so these global
                 # states are not needed for exactness; saved so nothing is lost.
                 "torch_rng": torch.get_rng_state(),
@@ -191,6 +248,7 @@ class FederatedEngine:
         if not self.stop.is_set():
             return
         self.store.restore(index)
+        self.rollback_round()
         if self._checkpointed_round != finished_round:
             self._checkpoint(finished_round, global_state)
         name = self.stop.signal_name
@@ -265,6 +323,7 @@ class FederatedEngine:
             global_state = state["global_state"]
             self.server_state = dict(state.get("server_state") or {})
             self.store.restore(state["client_state_index"])
+            self.load_checkpoint_extra(state)
             self._kept_snapshots = [self.store.snapshot()]
             self._checkpointed_round = start_round
         else:
@@ -273,7 +332,7 @@ class FederatedEngine:
             self.server_state = self.strategy.init_server_state()
             self._write_partition()
             self._checkpoint(0, global_state)
-        eligible = self.runtime.eligible_clients()
+        self._eligible = self.runtime.eligible_clients()
         last_eval: dict[str, float] = {}
         last_per_class: dict = {}
         generic_head = f"generic.{self.strategy.generic_modes[0]}.top1"
@@ -285,13 +344,19 @@ class FederatedEngine:
             for round_ in range(start_round + 1, f.rounds + 1):
                 t0, round_started = time.perf_counter(), time.time()
                 before = self.store.snapshot()
+                self.begin_round(round_)
                 self._last_global, self._round_start_index = global_state, before
                 self._raise_if_stopped(round_ - 1, global_state, before)
+                eligible = self.eligible_clients(round_)
+                if not eligible:
+                    last_eval, last_per_class = self.no_clients_left(round_, global_state, executor)
+                    break
                 sampled = sample_clients(eligible, f.participation, cfg.seed, round_)
                 new_global, failed, ok = self.train_round(executor, round_, sampled, global_state)
                 self._raise_if_stopped(round_ - 1, global_state, before)
                 if len(failed) > f.max_failure_fraction * len(sampled) or new_global is None:
                     self.store.restore(before)
+                    self.rollback_round()
                     self._checkpoint(round_ - 1, global_state)
                     message = (
                         f"round {round_}: {len(failed)} of {len(sampled)} clients failed "
@@ -303,6 +368,7 @@ class FederatedEngine:
                     self.run.mark_failed(message)
                     raise RunError(message)
                 global_state, self.server_state = new_global, self._next_server_state
+                self.commit_round(round_, ok)
                 train_time = time.perf_counter() - t0
                 record: dict[str, Any] = {
                     "round": round_,
@@ -312,7 +378,7 @@ class FederatedEngine:
                 }
                 for key in sorted({m for _, r in ok for m in r.metrics} - {"train_loss"}):
                     record[key] = _weighted_metric(ok, key)  # e.g. FedLoGe's loss_psi
-                if round_ % f.eval_every == 0 or round_ == f.rounds:
+                if self.is_eval_round(round_):
                     last_eval, last_per_class = self.evaluate(round_, global_state, executor)
                     record.update(last_eval)
                 self.run.log_metrics(record)
@@ -339,7 +405,7 @@ class FederatedEngine:
             last_eval, last_per_class = self.evaluate(f.rounds, global_state, executor)
         self.run.write_timings(timings)
         summary = {
-            "engine": "federated",
+            "engine": self.engine_name,
             "name": cfg.name,
             "strategy": cfg.strategy.name,
             "seed": cfg.seed,
@@ -354,13 +420,16 @@ class FederatedEngine:
             "per_class": last_per_class,
             "empty_clients": list(self.runtime.data.empty_clients),
         }
-        from fedlt.federated.plots import plot_accuracy
-
-        plot_accuracy(
-            self.run.read_metrics(), summary["headline"], self.run.figure_path("accuracy")
-        )
+        self.finish_summary(summary)
         self.run.write_summary(summary)
         return summary
+
+    def no_clients_left(
+        self, round_: int, global_state: StateDict, executor: ClientExecutor
+    ) -> tuple[dict[str, float], dict]:
+        """No client may be sampled in ``round_``: the federated engine cannot get here
+        (clients with data are always eligible); engines whose clients run out override."""
+        raise RunError(f"round {round_}: no client has training data")
 
 
 def _maybe_kill_for_test(round_: int) -> None:

@@ -539,7 +539,7 @@ def _flwr_run_main(grid: Grid, context: Context) -> None:
     run = RunDirectory.create(cfg)
     log.warning("fedlt run directory: %s", run.path.resolve())
     with run.supervised():
-        engine = FederatedEngine(run, progress=False)
+        engine = FederatedEngine.for_run(run, progress=False)
         executor = GridExecutor.for_engine(grid, engine)
         engine.run_rounds(executor)
     log.warning(

@@ -76,7 +76,7 @@ class FederatedRuntime:
             mean=mean.to(self.device),
             std=std.to(self.device),
         )
-        strategy_cls = FEDERATED_STRATEGIES.get(cfg.strategy.name, "strategy.name")
+        strategy_cls = self.strategy_class()
         options = cfg.strategy.typed_options
         if options is None:  # options changed after the config was resolved
             options = parse_options(strategy_cls, cfg.strategy.options)
@@ -108,6 +108,10 @@ class FederatedRuntime:
         )
         self.failures = {(int(r), int(c)) for r, c in f.fail_clients}
 
+    def strategy_class(self) -> type[FederatedStrategy]:
+        """The strategy ``strategy.name`` names (engines built on this runtime override)."""
+        return FEDERATED_STRATEGIES.get(self.cfg.strategy.name, "strategy.name")
+
     # -- data ---------------------------------------------------------------------
     def _normalise(self, u8: Tensor) -> Tensor:
         x = (u8.float().div_(255.0) - self.t.mean) / self.t.std
@@ -129,13 +133,17 @@ class FederatedRuntime:
         return [k for k, idx in enumerate(self.data.client_indices) if len(idx) > 0]
 
     # -- training -------------------------------------------------------------------
-    def train_client(
-        self, client_id: int, round_: int, global_state: StateDict, client_state: StateDict | None
-    ) -> LocalResult:
+    def raise_injected_failure(self, round_: int, client_id: int) -> None:
+        """Fail on purpose where ``federated.fail_clients`` says so (tests)."""
         if (round_, client_id) in self.failures:
             raise InjectedClientFailure(
                 f"client {client_id} failed on purpose in round {round_} (federated.fail_clients)"
             )
+
+    def train_client(
+        self, client_id: int, round_: int, global_state: StateDict, client_state: StateDict | None
+    ) -> LocalResult:
+        self.raise_injected_failure(round_, client_id)
         if not client_state:
             client_state = self.strategy.init_client_state(client_id)
         data = self.client_train_data(client_id)
@@ -241,9 +249,19 @@ def _cached_runtime(text: str, build: Callable[[], ExperimentConfig]) -> Federat
     with _lock:
         if _cached is not None and _cached[0] == key:
             return _cached[1]
-        runtime = FederatedRuntime(build())
+        runtime = _runtime_class(cfg := build())(cfg)
         _cached = (key, runtime)
         return runtime
+
+
+def _runtime_class(cfg: ExperimentConfig) -> type[FederatedRuntime]:
+    """The runtime of the config's engine: federated, or federated continual (whose clients
+    replay their own streams, :mod:`fedlt.federated_continual.runtime`)."""
+    if cfg.engine == "federated_continual":
+        from fedlt.federated_continual.runtime import FederatedContinualRuntime
+
+        return FederatedContinualRuntime
+    return FederatedRuntime
 
 
 def runtime_for(cfg: ExperimentConfig) -> FederatedRuntime:

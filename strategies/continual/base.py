@@ -66,6 +66,20 @@ class ContinualLearner(nn.Module):
     def on_task_end(self, task: int) -> None:
         """Hook at each task boundary (e.g. EWC++ bookkeeping); default nothing."""
 
+    # -- federated use (strategies.federated_continual.learner) ------------------------
+    def reset_optimizer(self) -> None:
+        """A fresh optimizer over the trainable parameters (each federated round starts
+        one, docs/federated_continual.md)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot reset its optimizer")
+
+    def private_tensors(self) -> dict[str, Tensor]:
+        """State outside ``state_dict``'s tensors that a client keeps between rounds
+        (e.g. EWC++'s Fisher); default none."""
+        return {}
+
+    def load_private_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Restore what :meth:`private_tensors` returned."""
+
 
 # -- shared pieces of the learners that train one FeatureModel ----------------------------
 @dataclass
@@ -129,6 +143,9 @@ class ModelLearner(ContinualLearner):
             for p in self.model.backbone.parameters():
                 p.requires_grad_(False)
         self.optimizer = build_optimizer(self.trainable_parameters(), options)
+
+    def reset_optimizer(self) -> None:
+        self.optimizer = build_optimizer(self.trainable_parameters(), self.options)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]

@@ -83,6 +83,18 @@ class EWCPlusPlus(ModelLearner):
         self.anchor = [p.detach().clone() for p in self.trainable_parameters()]
         self.has_anchor = True
 
+    def private_tensors(self) -> dict[str, Tensor]:
+        out = {f"fisher.{i}": f for i, f in enumerate(self.fisher)}
+        out.update({f"anchor.{i}": a for i, a in enumerate(self.anchor)})
+        out["has_anchor"] = torch.tensor(self.has_anchor)
+        return out
+
+    def load_private_tensors(self, tensors: dict[str, Tensor]) -> None:
+        n = len(self.fisher)
+        self.fisher = [tensors[f"fisher.{i}"].to(self.device_).clone() for i in range(n)]
+        self.anchor = [tensors[f"anchor.{i}"].to(self.device_).clone() for i in range(n)]
+        self.has_anchor = bool(tensors["has_anchor"])
+
     def get_extra_state(self) -> dict[str, Any]:
         state = super().get_extra_state()
         state.update(fisher=self.fisher, anchor=self.anchor, has_anchor=self.has_anchor)

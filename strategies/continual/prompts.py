@@ -258,7 +258,11 @@ class PromptLearner(ContinualLearner):
     def build_optimizer(self, lr: float) -> None:
         """Move to the device, then Adam over every trainable parameter (never reset)."""
         self.to(self.device_)
+        self.lr = lr
         self.optimizer = torch.optim.Adam(self.trainable_parameters(), lr=lr)
+
+    def reset_optimizer(self) -> None:
+        self.build_optimizer(self.lr)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

@@ -58,15 +58,26 @@ class ClientData:
 
     ``x``: float inputs (n, C, H, W), normalised. ``y``: int64 labels (n,).
     ``augment``: optional batch transform ``(x, generator) -> x`` applied to training batches.
+    ``exposed``: boolean mask over the classes a client has seen so far (online streams,
+    docs/federated_continual.md), None for a fixed data set; strategies that train on
+    streams (``online_streams``) pass their training logits through :meth:`masked`.
     """
 
     x: Tensor
     y: Tensor
     num_classes: int
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
+    exposed: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    def masked(self, logits: Tensor) -> Tensor:
+        """``logits`` with the classes not yet exposed at −inf (Si-Blurry's exposure mask;
+        unchanged when ``exposed`` is None)."""
+        if self.exposed is None:
+            return logits
+        return logits.masked_fill(~self.exposed.to(logits.device), float("-inf"))
 
     def batches(
         self, batch_size: int, generator: torch.Generator, shuffle: bool = True
@@ -270,6 +281,9 @@ class FederatedStrategy:
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     uses_official_stream: ClassVar[bool] = False
+    online_streams: ClassVar[bool] = False
+    """Whether ``local_update`` masks its training logits with :meth:`ClientData.masked`, so
+    the strategy can train on online streams (``engine: federated_continual``)."""
     generic_modes: ClassVar[tuple[str, ...]] = ("global",)
     personal_modes: ClassVar[tuple[str, ...]] = ("global",)
 
@@ -323,7 +337,8 @@ class FederatedStrategy:
         loss_sum, steps = 0.0, 0
         for _ in range(train.local_epochs):
             for x, y in data.batches(train.batch_size, generator):
-                loss = nn.functional.cross_entropy(self.model(x), y) + self.regulariser()
+                logits = data.masked(self.model(x))
+                loss = nn.functional.cross_entropy(logits, y) + self.regulariser()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

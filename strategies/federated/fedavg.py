@@ -15,3 +15,5 @@ from strategies.federated.base import FederatedStrategy
 @register("fedavg")
 class FedAvg(FederatedStrategy):
     """The base behaviour, unchanged."""
+
+    online_streams = True

@@ -119,6 +119,7 @@ class FedLoGe(FederatedStrategy):
     generic_modes = ("gla_fr", "universal", "psi")
     personal_modes = ("gla_fr", "local_psi_phi")
     uses_official_stream = True
+    online_streams = True
 
     def __init__(
         self,
@@ -199,9 +200,9 @@ class FedLoGe(FederatedStrategy):
         def step(x: Tensor, y: Tensor) -> float:
             h = self.model.features(x)
             detached = h.detach()
-            l1 = F.cross_entropy(self.sse_c(h), y)
-            l2 = F.cross_entropy(self.psi(detached), y)
-            l3 = F.cross_entropy(self.phi(detached), y)
+            l1 = F.cross_entropy(data.masked(self.sse_c(h)), y)
+            l2 = F.cross_entropy(data.masked(self.psi(detached)), y)
+            l3 = F.cross_entropy(data.masked(self.phi(detached)), y)
             for opt in (opt_theta, opt_psi, opt_phi):
                 opt.zero_grad(set_to_none=True)
             (l1 + l2 + l3).backward()  # disjoint parameter sets: each gets only its own loss

@@ -77,6 +77,7 @@ class ServerOptStrategy(FederatedStrategy):
     """FedAvg's local training with a server optimizer; subclasses name the aggregation."""
 
     aggregation_class: type[ServerOptAggregation] = ServerOptAggregation
+    online_streams = True
 
     def start_aggregation(
         self, global_state: StateDict, server_state: StateDict | None = None
