@@ -133,7 +133,7 @@ class DataConfig:
             f"{prefix}.rng: fedloge-official seeds numpy's legacy generator, which takes "
             f"seeds below 2**32; got {seed}",
         )
-        if engine != "federated":
+        if engine == "continual":
             return
         require(
             self.partition.name == "dirichlet" and self.partition.min_size == 0,

@@ -7,11 +7,16 @@ where the data lives, and cadence/bookkeeping keys that do not change the final 
 (``federated.eval_every``, ``federated.checkpoint_every``, ``federated.round_timeout``, ...);
 ``fedlt report --ignore KEY...`` ignores more keys and ``--group-by KEY...`` makes ignored keys
 count again (keys are globs over the dotted config keys; a section name covers its keys). Each
-group is a (method, setting) cell. The method is ``strategy.name``, plus any ``strategy.*`` key
-that differs between groups of that same method (``fedprox (mu=0.1)``); the setting is built
+group is a (method, setting) cell. The method is ``strategy.name``, plus any method key
+that differs between groups of that same method (``fedprox (mu=0.1)``): the ``strategy.*``
+keys, and for ``engine: federated_continual`` also the replay memory (``stream.memory_*``: a
+federated strategy trains with or without replay, FedAvg + ER vs FedAvg + fine-tuning) and
+the ``model`` (a prompt learner brings its ViT), :data:`METHOD_KEYS`. The setting is built
 from the other config keys that differ between groups (``cifar10 IF=100 α=0.5``). Methods are
 ordered as their strategies are registered (``strategies.federated.FEDERATED_STRATEGIES``,
-``strategies.continual.CONTINUAL_LEARNERS``), unregistered (plug-in) methods last.
+``strategies.continual.CONTINUAL_LEARNERS``,
+``strategies.federated_continual.stream_strategy_names()``), unregistered (plug-in) methods
+last.
 
 Numbers are mean ± std over seeds, in percent; std is the sample standard deviation
 (``numpy.std(ddof=1)``), left blank for a single seed. Federated tables use each run's
@@ -22,8 +27,11 @@ docs/federated.md, and the sample-weighted mean) and many/medium/few accuracy un
 of cumulative sample mass, FedLoGe code) split; a further table lists every generic and
 personal mode. s/round is the mean of ``total_s`` (training, evaluation and checkpoints of a
 round) in each run's ``timings.json``, then mean ± std over seeds. Continual tables give A_auc,
-A_avg, A_last and F_last (docs/continual.md). Anything missing is skipped with a note, never a
-crash. Figures are drawn by :mod:`fedlt.plots`.
+A_avg, A_last and F_last (docs/continual.md). Federated continual tables give the same for the
+global model on the classes exposed to any client (generic) and personal A_auc / A_last (the
+mean over clients, each on its own exposed classes), with s/round, then the federated tables
+by class frequency and by mode of the last evaluation. Anything missing is skipped with a
+note, never a crash. Figures are drawn by :mod:`fedlt.plots`.
 """
 
 from __future__ import annotations
@@ -47,6 +55,11 @@ from fedlt.registry import did_you_mean
 from fedlt.runs import CONFIG_NAME, SUMMARY_NAME, RunDirectory
 
 FORMATS = ("md", "csv", "png")
+ENGINES = ("federated", "continual", "federated_continual")
+"""The engines the report knows, in the order of its sections."""
+FEDERATED_ENGINES = ("federated", "federated_continual")
+"""Engines with clients and rounds: headline modes, personal accuracy, ``timings.json``,
+``partition.json`` and curves over rounds."""
 DEFAULT_IGNORED: tuple[str, ...] = (
     # identity and bookkeeping: which seed, what the run and its folder are called
     "seed",
@@ -73,6 +86,44 @@ BANDS = ("many", "medium", "few")
 SPLITS = ("count", "mass")
 SIDES = ("generic", "personal")
 CONTINUAL_METRICS = ("A_auc", "A_avg", "A_last", "F_last")
+STREAM_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "continual": tuple((m, m) for m in CONTINUAL_METRICS),
+    "federated_continual": (
+        *((f"generic {m}", m) for m in CONTINUAL_METRICS),
+        *((f"personal {m}", f"personal.{m}") for m in ("A_auc", "A_avg", "A_last")),
+    ),
+}
+"""(column, ``summary["final"]`` key) of the online-accuracy metrics of each stream engine
+(all of them go to the CSV)."""
+STREAM_TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "continual": CONTINUAL_METRICS,
+    "federated_continual": (
+        *(f"generic {m}" for m in CONTINUAL_METRICS),
+        "personal A_auc",
+        "personal A_last",
+    ),
+}
+"""The columns of :data:`STREAM_COLUMNS` that the markdown tables show."""
+METHOD_KEYS: dict[str, dict[str, str]] = {
+    "federated_continual": {"stream.memory_*": "replay memory", "model": "model"},
+}
+"""Per engine, config keys (globs; a section name covers its keys) that belong to the method,
+not to the setting, beside ``strategy.*`` (pattern -> name in the table notes)."""
+STREAM_INTROS = {
+    "continual": ("Continual: online accuracy (%)", ""),
+    "federated_continual": (
+        "Federated continual: online accuracy (%)",
+        "generic = the global model on the classes exposed to any client so far; personal = "
+        "unweighted mean over clients, each on the classes exposed to it. A_auc = mean over "
+        "the evaluations, A_avg = mean over the phase ends, A_last = the last evaluation, "
+        "F_last = forgetting of the classes between the phase ends and the last evaluation "
+        "(docs/federated_continual.md). Mean ± sample std over seeds. "
+        "s/round = mean seconds per round (training, evaluation, checkpoints; `timings.json`). "
+        "The tables by class frequency and by mode are those of the last evaluation.",
+    ),
+}
+"""(section title, explanation) of each stream engine's section."""
+LAST_EVALUATION = " at the last evaluation"
 SETTING_NAMES = {
     "data.source": "",
     "data.longtail.imbalance_factor": "IF",
@@ -210,11 +261,22 @@ def method_order(engine: str) -> list[str]:
     try:
         if engine == "continual":
             from strategies.continual import CONTINUAL_LEARNERS as registry
+        elif engine == "federated_continual":
+            from strategies.federated_continual import stream_strategy_names
+
+            return stream_strategy_names()
         else:
             from strategies.federated import FEDERATED_STRATEGIES as registry
     except ImportError:  # pragma: no cover - strategies ship with fedlt
         return []
     return registry.in_order()
+
+
+def is_method_key(engine: str, key: str) -> bool:
+    """Whether ``key`` belongs to the method (``strategy.*``, :data:`METHOD_KEYS`) rather
+    than to the setting."""
+    patterns = ("strategy", *METHOD_KEYS.get(engine, {}))
+    return any(_matches(key, p) for p in patterns)
 
 
 def _canon(value: Any) -> str:
@@ -243,6 +305,9 @@ class Group:
     runs: list[RunRecord] = field(default_factory=list)
     method_rank: tuple[int, str] = (0, "")
     setting_rank: tuple[Any, ...] = ()
+    traits: dict[str, Any] = field(default_factory=dict)
+    """Values of the method keys outside ``strategy.*`` that differ between groups
+    (:data:`METHOD_KEYS`), whether or not the method label shows them."""
 
     @property
     def config(self) -> dict[str, Any]:
@@ -253,7 +318,8 @@ def _short(key: str) -> str:
     return SETTING_NAMES.get(key, key.rsplit(".", 1)[-1])
 
 
-def _describe(config: dict[str, Any], keys: list[str]) -> str:
+def _describe(config: dict[str, Any], keys: list[str], sep: str = " ") -> str:
+    """``name=value`` of each key that is set (the value alone for unnamed keys)."""
     parts = []
     for key in keys:
         value = config.get(key)
@@ -261,7 +327,7 @@ def _describe(config: dict[str, Any], keys: list[str]) -> str:
             continue
         name = _short(key)
         parts.append(_fmt_value(value) if not name else f"{name}={_fmt_value(value)}")
-    return " ".join(parts)
+    return sep.join(parts)
 
 
 def _default_setting(config: dict[str, Any]) -> str:
@@ -269,7 +335,7 @@ def _default_setting(config: dict[str, Any]) -> str:
     keys = ["data.source"]
     if config.get("data.longtail.profile", "none") != "none":
         keys.append("data.longtail.imbalance_factor")
-    if config.get("engine", "federated") == "federated" and (
+    if config.get("engine", "federated") in FEDERATED_ENGINES and (
         config.get("data.partition.name") == "dirichlet"
     ):
         keys.append("data.partition.alpha")
@@ -283,33 +349,35 @@ def _differing(configs: list[dict[str, Any]], grouping: Grouping) -> list[str]:
 
 
 def _method_label(
-    config: dict[str, Any], configs: list[dict[str, Any]], differing: list[str]
+    config: dict[str, Any], configs: list[dict[str, Any]], method_keys: list[str]
 ) -> str:
-    """``strategy.name`` plus the ``strategy.*`` keys that differ between its groups."""
+    """``strategy.name`` plus the method keys that differ between its groups."""
     name = str(config.get("strategy.name", "?"))
     same_method = [c for c in configs if c.get("strategy.name") == name]
     option_keys = [
         k
-        for k in differing
-        if k.startswith("strategy.")
-        and k != "strategy.name"
+        for k in method_keys
+        if k != "strategy.name"
+        and config.get(k) not in ({}, [])  # options={} beside options.mu=0.1: the defaults
         and len({_canon(c.get(k)) for c in same_method}) > 1
     ]
-    options = ", ".join(f"{_short(k)}={_fmt_value(config[k])}" for k in option_keys if k in config)
+    options = _describe(config, option_keys, sep=", ")
     return f"{name} ({options})" if options else name
 
 
 def _engine_groups(engine: str, members: list[list[RunRecord]], grouping: Grouping) -> list[Group]:
     configs = [rs[0].config for rs in members]
     differing = _differing(configs, grouping)
-    setting_keys = [k for k in differing if not k.startswith("strategy.")]
+    method_keys = [k for k in differing if is_method_key(engine, k)]
+    trait_keys = [k for k in method_keys if not k.startswith("strategy.")]
+    setting_keys = [k for k in differing if k not in method_keys]
     setting_keys.sort(key=lambda k: list(SETTING_NAMES).index(k) if k in SETTING_NAMES else 99)
     order = method_order(engine)
     groups = []
     for runs_here in members:
         config = runs_here[0].config
         name = str(config.get("strategy.name", "?"))
-        method = _method_label(config, configs, differing)
+        method = _method_label(config, configs, method_keys)
         setting = _describe(config, setting_keys) if setting_keys else ""
         groups.append(
             Group(
@@ -319,6 +387,7 @@ def _engine_groups(engine: str, members: list[list[RunRecord]], grouping: Groupi
                 runs=sorted(runs_here, key=lambda r: (_sort_value(r.seed), str(r.path))),
                 method_rank=(order.index(name) if name in order else len(order), method),
                 setting_rank=tuple(_sort_value(config.get(k)) for k in setting_keys),
+                traits={k: config.get(k) for k in trait_keys},
             )
         )
     return groups
@@ -446,13 +515,22 @@ def mode_columns(side: str) -> list[tuple[str, str]]:
 
 
 def group_stats(group: Group) -> tuple[dict[str, Stat | None], dict[str, str]]:
-    """Per-column statistics of a group, and the modes used (federated); federated groups
-    also have an ``s/round`` entry."""
-    if group.engine == "continual":
-        return {
-            m: stat([(r.summary.get("final") or {}).get(m) for r in group.runs])
-            for m in CONTINUAL_METRICS
-        }, {}
+    """Per-column statistics of a group, and the headline modes used (engines with clients).
+
+    Stream engines (continual, federated continual) have their :data:`STREAM_COLUMNS`;
+    engines with clients (federated, federated continual) the :func:`federated_columns` of
+    their last evaluation and an ``s/round`` entry."""
+    stats: dict[str, Stat | None] = {}
+    modes: dict[str, str] = {}
+    if group.engine != "continual":
+        stats, modes = _federated_stats(group)
+    for column, key in STREAM_COLUMNS.get(group.engine, ()):
+        stats[column] = stat([(r.summary.get("final") or {}).get(key) for r in group.runs])
+    return stats, modes
+
+
+def _federated_stats(group: Group) -> tuple[dict[str, Stat | None], dict[str, str]]:
+    """The federated columns (headline modes of each run) and s/round of a group."""
     values: dict[str, list[Any]] = {}
     modes: dict[str, set[str]] = {"generic": set(), "personal": set()}
     for run in group.runs:
@@ -541,8 +619,11 @@ def _main_table(groups: list[Group], stats: dict[tuple[str, str], Any]) -> str:
     return _md_table(header, rows)
 
 
-def _detail_tables(setting: str, groups: list[Group], stats: dict[tuple[str, str], Any]) -> str:
-    """The generic and the personal table of one setting, by class frequency."""
+def _detail_tables(
+    setting: str, groups: list[Group], stats: dict[tuple[str, str], Any], when: str = ""
+) -> str:
+    """The generic and the personal table of one setting, by class frequency (``when``:
+    appended to the headings)."""
     parts = []
     for side in SIDES:
         columns = [c for c, _ in federated_columns() if c.startswith(side)]
@@ -555,7 +636,7 @@ def _detail_tables(setting: str, groups: list[Group], stats: dict[tuple[str, str
             )
         header = ["Method", "mode", "seeds"] + [c.removeprefix(f"{side} ") for c in columns]
         parts += [
-            f"### {setting}: {side} accuracy (%) by class frequency",
+            f"### {setting}: {side} accuracy (%) by class frequency{when}",
             "",
             _md_table(header, rows),
             "",
@@ -563,8 +644,9 @@ def _detail_tables(setting: str, groups: list[Group], stats: dict[tuple[str, str
     return "\n".join(parts).rstrip("\n")
 
 
-def modes_markdown(setting: str, groups: list[Group]) -> str:
-    """The all-modes table of one setting: every generic and personal mode of every method."""
+def modes_markdown(setting: str, groups: list[Group], when: str = "") -> str:
+    """The all-modes table of one setting: every generic and personal mode of every method
+    (``when``: appended to the heading)."""
     rows = []
     for g in _by_method(groups):
         for r in mode_rows(g):
@@ -576,7 +658,7 @@ def modes_markdown(setting: str, groups: list[Group]) -> str:
     header = ["Method", "evaluation", "mode", "seeds"] + [c for c, _ in mode_columns("generic")]
     return "\n".join(
         [
-            f"### {setting}: every mode (%)",
+            f"### {setting}: every mode (%){when}",
             "",
             "`*` = the headline mode used above; personal top-1 is the unweighted client mean.",
             "",
@@ -609,22 +691,61 @@ def federated_markdown(groups: list[Group]) -> str:
     return "\n".join(parts)
 
 
-def continual_markdown(groups: list[Group]) -> str:
-    """One table per setting: A_auc / A_avg / A_last / F_last (%) per method."""
-    parts = ["## Continual: online accuracy (%)", ""]
+def _arrow(column: str) -> str:
+    return "↓" if column.rsplit(" ", 1)[-1].startswith("F_") else "↑"
+
+
+def _stream_table(groups: list[Group], stats: dict[tuple[str, str], Any]) -> str:
+    """One setting of a stream engine: :data:`STREAM_TABLE_COLUMNS` per method, and s/round
+    where any run timed its rounds."""
+    columns = list(STREAM_TABLE_COLUMNS[groups[0].engine])
+    if any(stats[(g.method, g.setting)][0].get(S_PER_ROUND) is not None for g in groups):
+        columns.append(S_PER_ROUND)
+    rows = []
+    for g in _by_method(groups):
+        cell_stats = stats[(g.method, g.setting)][0]
+        rows.append([g.method, str(len(g.runs))] + [_cell(cell_stats.get(c)) for c in columns])
+    header = ["Method", "seeds"] + [c if c == S_PER_ROUND else f"{c} {_arrow(c)}" for c in columns]
+    return _md_table(header, rows)
+
+
+def _traits_note(groups: list[Group]) -> str:
+    """Which rows have which value of the method keys outside ``strategy.*`` that differ
+    between them (``replay memory: memory_size=0 (fedavg, mvp); memory_size=60 (fedloge)``),
+    or "" when none does."""
+    engine = groups[0].engine
+    parts = []
+    for pattern, name in METHOD_KEYS.get(engine, {}).items():
+        keys = sorted({k for g in groups for k in g.traits if _matches(k, pattern)})
+        described: dict[str, list[str]] = {}
+        for g in _by_method(groups):
+            traits = {k: v for k, v in g.traits.items() if v not in ({}, [])}
+            described.setdefault(_describe(traits, keys) or "–", []).append(g.method)
+        if len(described) > 1:
+            values = "; ".join(f"{d} ({', '.join(m)})" for d, m in described.items())
+            parts.append(f"{name}: {values}")
+    return f"Methods differ also in {'. '.join(parts)}." if parts else ""
+
+
+def stream_markdown(groups: list[Group]) -> str:
+    """The section of a stream engine (all ``groups`` of one engine): per setting, a table of
+    the online metrics per method (continual: A_auc / A_avg / A_last / F_last; federated
+    continual: generic A_auc / A_avg / A_last / F_last, personal A_auc / A_last, s/round),
+    a note on the method keys that differ between its rows; federated continual settings go
+    on with the tables by class frequency and by mode of the last evaluation."""
+    engine = groups[0].engine
+    title, intro = STREAM_INTROS.get(engine, (f"{engine}: online accuracy (%)", ""))
+    stats = {(g.method, g.setting): group_stats(g) for g in groups}
+    parts = [f"## {title}", ""] + ([intro, ""] if intro else [])
     for setting in _ordered(g.setting for g in groups):
-        rows = []
-        for g in _by_method(g for g in groups if g.setting == setting):
-            cell_stats, _ = group_stats(g)
-            rows.append(
-                [g.method, str(len(g.runs))] + [_cell(cell_stats[m]) for m in CONTINUAL_METRICS]
-            )
-        parts += [
-            f"### {setting}",
-            "",
-            _md_table(["Method", "seeds", "A_auc ↑", "A_avg ↑", "A_last ↑", "F_last ↓"], rows),
-            "",
-        ]
+        in_setting = [g for g in groups if g.setting == setting]
+        parts += [f"### {setting}", "", _stream_table(in_setting, stats), ""]
+        note = _traits_note(in_setting)
+        if note:
+            parts += [note, ""]
+        if engine in FEDERATED_ENGINES:
+            parts += [_detail_tables(setting, in_setting, stats, LAST_EVALUATION), ""]
+            parts += [modes_markdown(setting, in_setting, LAST_EVALUATION), ""]
     return "\n".join(parts)
 
 
@@ -639,16 +760,22 @@ def _stat_cells(s: Stat | None) -> list[str]:
     ]
 
 
+def csv_columns(engine: str) -> list[str]:
+    """The statistics columns of ``engine``'s CSV: its :data:`STREAM_COLUMNS` (stream
+    engines), then the federated columns and s/round (engines with clients)."""
+    columns = [c for c, _ in STREAM_COLUMNS.get(engine, ())]
+    if engine != "continual":
+        columns += [c for c, _ in federated_columns()] + [S_PER_ROUND]
+    return columns
+
+
 def write_csv(groups: list[Group], path: Path) -> None:
-    """One row per (method, setting): seeds, modes, then <column>_mean / <column>_std in %
-    (federated: and ``s_per_round_mean`` / ``_std`` in seconds)."""
+    """One row per (method, setting) of one engine: seeds, modes (engines with clients),
+    then <column>_mean / <column>_std in % (``s_per_round_mean`` / ``_std`` in seconds)."""
     if not groups:
         return
-    federated = groups[0].engine == "federated"
-    if federated:
-        columns = [c for c, _ in federated_columns()] + [S_PER_ROUND]
-    else:
-        columns = list(CONTINUAL_METRICS)
+    federated = groups[0].engine != "continual"
+    columns = csv_columns(groups[0].engine)
     header = ["method", "setting", "seeds"]
     if federated:
         header += ["generic_mode", "personal_mode"]
@@ -669,7 +796,7 @@ def write_csv(groups: list[Group], path: Path) -> None:
 
 
 def write_modes_csv(groups: list[Group], path: Path) -> None:
-    """One row per (method, setting, evaluation, mode) of federated groups, in %."""
+    """One row per (method, setting, evaluation, mode) of groups with clients, in %."""
     columns = [c for c, _ in mode_columns("generic")]
     header = ["method", "setting", "evaluation", "mode", "headline", "seeds"]
     header += [f"{_csv_slug(c)}_{part}" for c in columns for part in ("mean", "std")]
@@ -688,6 +815,27 @@ def write_modes_csv(groups: list[Group], path: Path) -> None:
 def _slug(text: str) -> str:
     text = text.replace("α", "alpha")
     return re.sub(r"[^A-Za-z0-9.=+-]+", "_", text).strip("_") or "default"
+
+
+def _figure_path(folder: Path, kind: str, engine: str, setting: str) -> Path:
+    """``<kind>_<setting>.png``; curves, and any figure of an engine other than federated and
+    continual, also name the engine (a federated continual setting reads like a federated
+    one)."""
+    named = kind == "curves" or engine not in ("federated", "continual")
+    return folder / f"{kind}_{engine + '_' if named else ''}{_slug(setting)}.png"
+
+
+def _phase_ends(groups: list[Group]) -> list[float]:
+    """Rounds flagged ``phase_end`` in the metrics.jsonl of every run of ``groups``."""
+    found: set[float] | None = None
+    for run in (r for g in groups for r in g.runs):
+        rounds = {
+            float(m["round"])
+            for m in run.metrics()
+            if m.get("phase_end") is True and isinstance(m.get("round"), (int, float))
+        }
+        found = rounds if found is None else found & rounds
+    return sorted(found or ())
 
 
 def _curve(group: Group, x_key: str, y_key_of: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -713,7 +861,7 @@ def _curve(group: Group, x_key: str, y_key_of: Any) -> tuple[np.ndarray, np.ndar
 
 def _curve_panels(engine: str) -> tuple[list[tuple[str, Any]], str]:
     """(y label, run -> metrics key) per panel, and the x key, of ``engine``'s curves."""
-    if engine == "federated":
+    if engine in FEDERATED_ENGINES:
         panels = [
             ("generic top-1 (%)", lambda r: f"generic.{headline_modes(r.summary)[0]}.top1"),
             ("personal top-1 (%)", lambda r: f"personal.{headline_modes(r.summary)[1]}.top1_mean"),
@@ -730,9 +878,11 @@ def curve_figure(groups: list[Group]) -> Any:
 
     engine = groups[0].engine
     specs, x_key = _curve_panels(engine)
+    # the task boundaries of a federated continual stream, shared by its seeds and methods
+    marks = _phase_ends(groups) if engine == "federated_continual" else []
     panels = []
     for ylabel, y_key_of in specs:
-        panel = Panel(ylabel)
+        panel = Panel(ylabel, marks=marks, marks_label="phase end" if marks else "")
         for g in _by_method(groups):
             xs, mean, std = _curve(g, x_key, y_key_of)
             if xs.size:
@@ -744,7 +894,8 @@ def curve_figure(groups: list[Group]) -> Any:
 
 
 def plot_curves(groups: list[Group], folder: Path, notes: list[str]) -> list[Path]:
-    """Accuracy vs round (federated) / evaluation point (continual), mean over seeds ± std."""
+    """Accuracy vs round (federated, federated continual) / evaluation point (continual),
+    mean over seeds ± std."""
     from fedlt.plots.base import save_figure
 
     written = []
@@ -754,7 +905,7 @@ def plot_curves(groups: list[Group], folder: Path, notes: list[str]) -> list[Pat
         if fig is None:
             notes.append(f"no accuracy curves for {setting}: no metrics.jsonl with accuracy")
             continue
-        path = folder / f"curves_{in_setting[0].engine}_{_slug(setting)}.png"
+        path = _figure_path(folder, "curves", in_setting[0].engine, setting)
         written.append(save_figure(fig, path))
     return written
 
@@ -793,7 +944,7 @@ def plot_per_class(groups: list[Group], folder: Path, notes: list[str]) -> list[
         if not bars:
             notes.append(f"no per-class figure for {setting}: no summary has per_class")
             continue
-        path = folder / f"per_class_{_slug(setting)}.png"
+        path = _figure_path(folder, "per_class", groups[0].engine, setting)
         written.append(save_figure(per_class_figure(bars, setting), path))
     return written
 
@@ -816,27 +967,26 @@ def plot_partitions(groups: list[Group], folder: Path, notes: list[str]) -> list
     from fedlt.plots.heatmap import save_heatmap
 
     written = []
-    for setting in _ordered(g.setting for g in groups if g.engine == "federated"):
-        found = _partition_counts([r for g in groups if g.setting == setting for r in g.runs])
+    for setting in _ordered(g.setting for g in groups if g.engine in FEDERATED_ENGINES):
+        in_setting = [g for g in groups if g.setting == setting]
+        found = _partition_counts([r for g in in_setting for r in g.runs])
         if found is None:
             notes.append(f"no partition heat map for {setting}: no run has partition.json")
             continue
         counts, source = found
-        path = folder / f"partition_{_slug(setting)}.png"
+        path = _figure_path(folder, "partition", in_setting[0].engine, setting)
         written.append(save_heatmap(path, counts, f"{setting} (seed {source.seed})", dpi=110))
     return written
 
 
-def _figures(
-    federated: list[Group], continual: list[Group], out: Path, notes: list[str]
-) -> list[Path]:
+def _figures(by_engine: dict[str, list[Group]], out: Path, notes: list[str]) -> list[Path]:
     """Every figure into ``out/figures``; a failing figure is a note, never an error."""
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
     figures: list[Path] = []
     for plot in (plot_curves, plot_per_class, plot_partitions):
-        for engine_groups in (federated, continual):
-            if engine_groups and not (plot is plot_partitions and engine_groups is continual):
+        for engine, engine_groups in by_engine.items():
+            if engine_groups and (plot is not plot_partitions or engine in FEDERATED_ENGINES):
                 try:
                     figures += plot(engine_groups, fig_dir, notes)
                 except Exception as exc:  # a figure must never sink the tables
@@ -872,26 +1022,30 @@ def build_report(
     groups = group_runs(runs, grouping)
     notes += grouping.unmatched(k for r in runs for k in r.config)
     notes += grouping_notes(groups)
-    federated = [g for g in groups if g.engine == "federated"]
-    continual = [g for g in groups if g.engine == "continual"]
-    figures = _figures(federated, continual, out, notes) if "png" in formats else []
+    by_engine = {e: [g for g in groups if g.engine == e] for e in ENGINES}
+    by_engine = {e: engine_groups for e, engine_groups in by_engine.items() if engine_groups}
+    for engine in sorted({g.engine for g in groups} - set(ENGINES)):
+        count = sum(len(g.runs) for g in groups if g.engine == engine)
+        notes.append(f"{count} runs of engine {engine!r} left out: the report knows {ENGINES}")
+    figures = _figures(by_engine, out, notes) if "png" in formats else []
     files = list(figures)
     if "csv" in formats:
-        for name, engine_groups in (("federated.csv", federated), ("continual.csv", continual)):
-            if engine_groups:
-                write_csv(engine_groups, out / name)
-                files.append(out / name)
-        if federated:
-            write_modes_csv(federated, out / "federated_modes.csv")
-            files.append(out / "federated_modes.csv")
+        for engine, engine_groups in by_engine.items():
+            write_csv(engine_groups, out / f"{engine}.csv")
+            files.append(out / f"{engine}.csv")
+        for engine, engine_groups in by_engine.items():
+            if engine in FEDERATED_ENGINES:
+                write_modes_csv(engine_groups, out / f"{engine}_modes.csv")
+                files.append(out / f"{engine}_modes.csv")
     sections = [
         f"# fedlt report\n\n{len(runs)} runs in {len(groups)} groups from "
         + ", ".join(f"`{p}`" for p in paths)
     ]
-    if federated:
-        sections.append(federated_markdown(federated))
-    if continual:
-        sections.append(continual_markdown(continual))
+    for engine, engine_groups in by_engine.items():
+        if engine == "federated":
+            sections.append(federated_markdown(engine_groups))
+        else:
+            sections.append(stream_markdown(engine_groups))
     if figures:
         sections.append(
             "## Figures\n\n" + "\n".join(f"![{p.stem}](figures/{p.name})" for p in figures)

@@ -70,6 +70,11 @@ PURPOSES: dict[str, str] = {
     "learner_torch": "the global torch RNG learners run under (dropout, ...)",
     "learner_cuda": "the CUDA RNG learners run under",
     "prompt_init": "prompt, key and head initialisation of the prompt learners",
+    # federated continual engine (fedlt.federated_continual)
+    "fcl_task_split": "the class-to-task split all clients share (stream.task_sync: shared)",
+    "fcl_stream": "a client's Si-Blurry stream (index: client)",
+    "fcl_memory": "a client's replay-memory choices in a round (round, client)",
+    "fcl_learner": "the global torch RNG a client's learner runs under (round, client)",
 }
 
 

@@ -19,13 +19,11 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+from pretrain_vit_digits import pretrain_backbone
 
 from fedlt.config import SIMULATIONS_DIR, load_config
-from fedlt.continual.engine import load_stream_data, run_stream
-from fedlt.models import build_model
+from fedlt.continual.engine import run_stream
 from fedlt.runs import RunDirectory
 
 DEMO = SIMULATIONS_DIR / "continual"
@@ -40,46 +38,6 @@ METHODS = {
     ),
 }
 METRICS = ("A_auc", "A_avg", "A_last", "F_last")
-
-
-def pretrain_backbone(out: Path, classes: list[int], epochs: int, seed: int) -> Path:
-    """Supervised training of vit_tiny_test on the digits train split of ``classes``."""
-    cfg = load_config(DEMO / "mvp_digits_demo.yaml")
-    splits = load_stream_data(cfg)
-    train_keep = np.isin(splits.train.labels, classes)
-    test_keep = np.isin(splits.test.labels, classes)
-    mean = torch.tensor(splits.mean).view(1, -1, 1, 1)
-    std = torch.tensor(splits.std).view(1, -1, 1, 1)
-
-    def tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-        return (x - mean) / std, torch.from_numpy(labels.astype(np.int64))
-
-    x, y = tensors(splits.train.images[train_keep], splits.train.labels[train_keep])
-    xt, yt = tensors(splits.test.images[test_keep], splits.test.labels[test_keep])
-    model = build_model(cfg.model.name, 10, splits.image_shape, cfg.model.options)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=generator)
-        for begin in range(0, len(x), 64):
-            idx = order[begin : begin + 64]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        accuracy = (model(xt).argmax(1) == yt).float().mean().item()
-    path = out / "vit_tiny_digits.pth"
-    torch.save(model.state_dict(), path)
-    print(
-        f"pretrained vit_tiny_test on digits classes {classes}: {len(x)} images, {epochs} "
-        f"epochs, {time.perf_counter() - start:.0f} s, test accuracy {100 * accuracy:.1f}%"
-    )
-    return path
 
 
 def run_method(name: str, config: str, overrides: list[str], seed: int, out: Path) -> dict:
@@ -108,7 +66,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=False)
-    checkpoint = pretrain_backbone(out, args.pretrain_classes, args.pretrain_epochs, seed=0)
+    checkpoint = pretrain_backbone(
+        out / "vit_tiny_digits.pth", args.pretrain_classes, args.pretrain_epochs, seed=0
+    )
     weights = [f"model.options.checkpoint_path={checkpoint}"]
     results: dict[str, list[dict]] = {}
     for name, (config, overrides) in METHODS.items():

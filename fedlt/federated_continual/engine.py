@@ -82,7 +82,6 @@ class FederatedContinualEngine(FederatedEngine):
         self.phase_ends = set(phase_end_rounds(f.rounds, self.cfg.stream.num_tasks))
         self.generic_head = f"generic.{self.strategy.generic_modes[0]}.top1"
         self.personal_head = f"personal.{self.strategy.personal_modes[0]}.top1_mean"
-        self._warn_short_streams()
 
     def _warn_short_streams(self) -> None:
         short = [
@@ -93,9 +92,31 @@ class FederatedContinualEngine(FederatedEngine):
         ]
         if short:
             warn(
-                f"{len(short)} client(s) hold fewer samples than stream.samples_per_round="
+                f"{len(short)} client(s) hold no more samples than stream.samples_per_round="
                 f"{self.cfg.stream.samples_per_round} (e.g. {short[:5]}): each consumes its "
                 "whole stream the first round it is sampled and is not sampled again"
+            )
+
+    def _write_partition(self) -> None:
+        """``partition.json`` as the federated engine writes it, and ``streams.json``: every
+        client's stream (task sizes and classes); at the start of a run, warnings for
+        streams shorter than a round's samples and for tasks a client has no sample of
+        (its stream skips them: no batch, no task end)."""
+        super()._write_partition()
+        self._warn_short_streams()
+        document = self.streams.describe()
+        self.run.write_json("streams.json", document)
+        empty = {
+            k: entry["empty_tasks"]
+            for k, entry in document["clients"].items()
+            if entry["empty_tasks"] and entry["length"]
+        }
+        if empty:
+            shown = "; ".join(f"client {k}: tasks {t}" for k, t in list(empty.items())[:3])
+            warn(
+                f"{len(empty)} of {self.num_clients} clients have no samples in some task "
+                f"({shown}{' …' if len(empty) > 3 else ''}); their streams skip those tasks "
+                "(no batch, no task end); see streams.json"
             )
 
     # -- the loop's hooks ---------------------------------------------------------------
@@ -241,6 +262,10 @@ class FederatedContinualEngine(FederatedEngine):
         summary["samples"] = int(self.lengths.sum())
         summary["samples_seen"] = int(self.positions.sum())
         summary["task_sync"] = self.cfg.stream.task_sync
+        union = np.zeros(self.runtime.data.num_classes, dtype=bool)
+        for mask in self.exposure().values():
+            union |= mask
+        summary["never_exposed_classes"] = [int(c) for c in np.flatnonzero(~union)]
         from fedlt.plots.federated_continual import plot_federated_continual
 
         plot_federated_continual(

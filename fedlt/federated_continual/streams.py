@@ -143,3 +143,37 @@ class ClientStreams:
         mask = np.zeros(self.num_classes, dtype=bool)
         mask[self.exposed(client, position)] = True
         return mask
+
+    def describe(self) -> dict:
+        """A plain description of every client's stream (``streams.json``)."""
+        split = None
+        if self.split is not None:
+            split = [
+                {"task": t, "disjoint_classes": list(d), "blurry_classes": list(b)}
+                for t, (d, b) in enumerate(
+                    zip(self.split.disjoint_classes, self.split.blurry_classes, strict=True)
+                )
+            ]
+        clients = {}
+        for k in range(self.num_clients):
+            stream = self.stream(k)
+            sizes = stream.task_sizes
+            chunk = self.chunk_size(k)
+            clients[str(k)] = {
+                "length": self.length(k),
+                "partition_size": len(self.client_indices[k]),
+                "task_sizes": sizes,
+                "empty_tasks": [t for t, n in enumerate(sizes) if n == 0],
+                "samples_per_round": chunk,
+                "participations_needed": -(-self.length(k) // chunk),
+                "tasks": [
+                    {"disjoint_classes": t.disjoint_classes, "blurry_classes": t.blurry_classes}
+                    for t in stream.tasks
+                ],
+            }
+        return {
+            "task_sync": self.cfg.task_sync,
+            "stream_seed": self.seed,
+            "shared_split": split,
+            "clients": clients,
+        }

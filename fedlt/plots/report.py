@@ -28,15 +28,20 @@ class Curve:
 
 @dataclass
 class Panel:
-    """One subplot: a y label and the curves drawn in it."""
+    """One subplot: a y label and the curves drawn in it; ``marks``: x positions drawn as
+    dotted vertical lines (a federated continual stream's phase ends), named ``marks_label``
+    in the legend."""
 
     ylabel: str
     curves: list[Curve] = field(default_factory=list)
+    marks: Sequence[float] = ()
+    marks_label: str = ""
 
 
 def curves_figure(panels: Sequence[Panel], x_label: str, title: str) -> Figure:
-    """One subplot per panel, a line with markers and a ± std band per curve, integer x
-    ticks (rounds, evaluation points); an empty panel says "no data"."""
+    """One subplot per panel, a line with markers and a ± std band per curve, dotted
+    vertical lines at the panel's marks, integer x ticks (rounds, evaluation points); an
+    empty panel says "no data"."""
     fig, axes = new_figure(5.5 * len(panels), 4, ncols=len(panels))
     for ax, panel in zip(axes[0], panels, strict=True):
         xs: list[float] = []
@@ -56,6 +61,9 @@ def curves_figure(panels: Sequence[Panel], x_label: str, title: str) -> Figure:
                 color=line.get_color(),
             )
             xs += curve.x.tolist()
+        for i, mark in enumerate(panel.marks if panel.curves else ()):
+            label = panel.marks_label if i == 0 and panel.marks_label else None
+            ax.axvline(mark, color="0.6", ls=":", lw=1, zorder=0, label=label)
         integer_axis(ax, xs)
         ax.set_xlabel(x_label)
         ax.set_ylabel(panel.ylabel)

@@ -115,7 +115,7 @@ def test_evaluation_uses_the_classes_exposed_to_any_client_and_to_each_client(fc
 def test_a_short_stream_leaves_the_sampling_and_the_summary_says_when(fcl_config, capsys):
     cfg = fcl_config("stream.samples_per_round=100", "federated.rounds=6")
     path = run_experiment(cfg, backend="inprocess", progress=False)
-    assert "fewer samples than stream.samples_per_round=100" in capsys.readouterr().err
+    assert "no more samples than stream.samples_per_round=100" in capsys.readouterr().err
     records = _records(path)
     summary = _summary(path)
     ended = {int(k): r for k, r in summary["streams_ended"].items()}
