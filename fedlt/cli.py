@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     stream = sub.add_parser("stream", help="build and inspect a Si-Blurry stream")
     _add_config_args(stream)
     stream.add_argument("--out", help="output folder (default streams/<name>-seed<seed>)")
+    stream.add_argument(
+        "--client",
+        type=int,
+        help="engine federated_continual: show this client's stream (default: every client)",
+    )
 
     sweep = sub.add_parser("sweep", help="run configs x seeds as Ray tasks")
     sweep.add_argument("sweep", help="sweep YAML")
@@ -233,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stream":
             from fedlt.continual.inspect import stream_command
 
-            return stream_command(args.config, args.overrides, args.out)
+            return stream_command(args.config, args.overrides, args.out, args.client)
         if args.command == "sweep":
             from fedlt.api import sweep
 

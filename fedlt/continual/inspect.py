@@ -7,6 +7,11 @@ written in a temporary sibling folder and renamed, so an error leaves nothing be
 - ``stream.json``: classes, sizes, per-class counts and the ordered sample indices per task;
 - ``stream.png``: which class (y, in first-seen order; tick labels are the class ids when
   there are at most 40) appears at which stream position (x), task boundaries dashed.
+
+For a federated continual config (docs/federated_continual.md) every client has its own
+stream: without ``--client`` one row per client (stream length, task sizes, empty tasks,
+samples per round, participations needed) and ``streams.json``; with ``--client K`` client
+K's stream as above (its indices are positions in the client's partition).
 """
 
 from __future__ import annotations
@@ -65,7 +70,17 @@ def stream_table(stream: Stream, labels: np.ndarray, title: str = "") -> Any:
 
 def write_stream_folder(stream: Stream, labels: np.ndarray, out: Path, title: str = "") -> Path:
     """Write ``stream.json`` and ``stream.png`` into the new folder ``out`` atomically."""
-    out = Path(out)
+    from fedlt.runs import atomic_write_text, dumps
+
+    def write(tmp: Path) -> None:
+        atomic_write_text(tmp / "stream.json", dumps(stream.to_json(labels)))
+        plot_stream(stream, labels, tmp / "stream.png", title)
+
+    return _write_new_folder(Path(out), write)
+
+
+def _write_new_folder(out: Path, write: Any) -> Path:
+    """``write(tmp)`` into a temporary sibling folder, renamed to the new folder ``out``."""
     if out.exists():
         raise RunError(f"{out} already exists; not overwriting it (choose another --out)")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -73,10 +88,7 @@ def write_stream_folder(stream: Stream, labels: np.ndarray, out: Path, title: st
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        from fedlt.runs import atomic_write_text, dumps
-
-        atomic_write_text(tmp / "stream.json", dumps(stream.to_json(labels)))
-        plot_stream(stream, labels, tmp / "stream.png", title)
+        write(tmp)
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -84,7 +96,9 @@ def write_stream_folder(stream: Stream, labels: np.ndarray, out: Path, title: st
     return out
 
 
-def stream_command(config_path: str | None, overrides: list[str], out: str | None) -> int:
+def stream_command(
+    config_path: str | None, overrides: list[str], out: str | None, client: int | None = None
+) -> int:
     """Build the stream of a config, print it, and save it under ``out`` (default
     ``streams/<name>-seed<seed>``, as the CLI says). Returns the exit code (0)."""
     from rich.console import Console
@@ -93,6 +107,16 @@ def stream_command(config_path: str | None, overrides: list[str], out: str | Non
     from fedlt.continual.engine import build_stream, load_stream_data
 
     cfg = load_config(config_path, overrides)
+    if cfg.engine == "federated_continual":
+        return client_streams_command(cfg, out, client)
+    if client is not None:
+        from fedlt.errors import ConfigError
+
+        raise ConfigError(
+            "--client",
+            f"applies to engine federated_continual (one stream per client); this config's "
+            f"engine is {cfg.engine}",
+        )
     splits = load_stream_data(cfg)
     stream = build_stream(cfg, splits)
     labels = np.asarray(splits.train.labels)
@@ -105,4 +129,67 @@ def stream_command(config_path: str | None, overrides: list[str], out: str | Non
     folder = Path(out) if out else Path("streams") / f"{cfg.name}-seed{stream.seed}"
     write_stream_folder(stream, labels, folder, title)
     console.print(f"wrote {folder / 'stream.json'} and {folder / 'stream.png'}")
+    return 0
+
+
+def client_streams_command(cfg: Any, out: str | None, client: int | None) -> int:
+    """``fedlt stream`` for a federated continual config (see the module docstring)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fedlt.data.federated import build_federated_data
+    from fedlt.errors import ConfigError
+    from fedlt.federated_continual.streams import ClientStreams
+    from fedlt.runs import atomic_write_text, dumps
+
+    data = build_federated_data(cfg.data, cfg.seed)
+    f = cfg.federated
+    streams = ClientStreams(
+        data.train.labels,
+        data.client_indices,
+        cfg.stream,
+        cfg.seed,
+        data.num_classes,
+        f.rounds,
+        f.participation,
+    )
+    console = Console()
+    base = Path("streams") / f"{cfg.name}-seed{cfg.seed}"
+    if client is not None:
+        if not 0 <= client < streams.num_clients:
+            raise ConfigError(
+                "--client", f"must lie in [0, {streams.num_clients - 1}], got {client}"
+            )
+        stream = streams.stream(client)
+        labels = np.asarray(data.train.labels)[data.client_indices[client]]
+        title = (
+            f"client {client} · {cfg.stream.scenario} · K={cfg.stream.num_tasks} "
+            f"N={cfg.stream.disjoint_percent} M={cfg.stream.blurry_percent} · "
+            f"task_sync {cfg.stream.task_sync} · stream seed {streams.client_seed(client)}"
+        )
+        console.print(stream_table(stream, labels, title))
+        folder = Path(out) if out else base.with_name(f"{base.name}-client{client}")
+        write_stream_folder(stream, labels, folder, title)
+        console.print(f"wrote {folder / 'stream.json'} and {folder / 'stream.png'}")
+        return 0
+    document = streams.describe()
+    table = Table(
+        title=f"{cfg.name}: {streams.num_clients} client streams · task_sync "
+        f"{cfg.stream.task_sync} · K={cfg.stream.num_tasks}"
+    )
+    for name in ("client", "samples", "task sizes", "empty tasks", "per round", "rounds needed"):
+        table.add_column(name, justify="left" if name in ("task sizes", "empty tasks") else "right")
+    for key, entry in document["clients"].items():
+        table.add_row(
+            key,
+            str(entry["length"]),
+            " ".join(str(n) for n in entry["task_sizes"]),
+            " ".join(str(t) for t in entry["empty_tasks"]) or "-",
+            str(entry["samples_per_round"]),
+            str(entry["participations_needed"]),
+        )
+    console.print(table)
+    folder = Path(out) if out else base
+    _write_new_folder(folder, lambda tmp: atomic_write_text(tmp / "streams.json", dumps(document)))
+    console.print(f"wrote {folder / 'streams.json'}; one client's stream: --client K")
     return 0

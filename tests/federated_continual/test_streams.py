@@ -97,3 +97,23 @@ def test_null_samples_per_round_spreads_each_stream_over_the_expected_rounds(fcl
     for k in range(streams.num_clients):
         n = streams.length(k)
         assert streams.chunk_size(k) == -(-n // 7)
+
+
+def test_stream_command_shows_every_client_or_one(tmp_path, capsys):
+    import json
+
+    from fedlt.cli import main
+    from fedlt.resources import simulations_dir
+
+    config = simulations_dir() / "fedcl" / "digits.yaml"
+
+    assert main(["stream", str(config), "--out", str(tmp_path / "all")]) == 0
+    document = json.loads((tmp_path / "all" / "streams.json").read_text())
+    assert len(document["clients"]) == 5 and document["task_sync"] == "shared"
+    assert main(["stream", str(config), "--client", "2", "--out", str(tmp_path / "one")]) == 0
+    one = json.loads((tmp_path / "one" / "stream.json").read_text())
+    assert one["task_sizes"] == document["clients"]["2"]["task_sizes"]
+    assert (tmp_path / "one" / "stream.png").stat().st_size > 0
+    assert main(["stream", str(config), "--client", "7", "--out", str(tmp_path / "bad")]) != 0
+    assert "--client: must lie in [0, 4], got 7" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
