@@ -102,6 +102,9 @@ def _class_groups(runtime: FederatedRuntime) -> dict[str, dict[str, list[int]]]:
 class FederatedEngine:
     """Round loop with evaluation, run-directory logging and exact resume."""
 
+    engine_name = "federated"
+    """``summary.json``'s ``engine``; engines built on this loop name themselves."""
+
     @staticmethod
     def for_run(run: RunDirectory, progress: bool = True) -> FederatedEngine:
         """The engine of the run's config: this one, or the federated continual engine."""
@@ -131,10 +134,9 @@ class FederatedEngine:
         self.peak_held_partials = 0
         self.server_state: StateDict = {}
         self._next_server_state: StateDict = {}
+        self._eligible: list[int] = self.runtime.eligible_clients()
 
     # -- hooks of engines built on this loop (fedlt.federated_continual) -------------
-    engine_name = "federated"
-
     def eligible_clients(self, round_: int) -> list[int]:
         """Clients that may be sampled in ``round_`` (here: every client with data)."""
         return self._eligible
@@ -332,7 +334,6 @@ class FederatedEngine:
             self.server_state = self.strategy.init_server_state()
             self._write_partition()
             self._checkpoint(0, global_state)
-        self._eligible = self.runtime.eligible_clients()
         last_eval: dict[str, float] = {}
         last_per_class: dict = {}
         generic_head = f"generic.{self.strategy.generic_modes[0]}.top1"

@@ -256,7 +256,8 @@ class PromptLearner(ContinualLearner):
         self.register_load_state_dict_post_hook(_ignore_missing_backbone)
 
     def build_optimizer(self, lr: float) -> None:
-        """Move to the device, then Adam over every trainable parameter (never reset)."""
+        """Move to the device, then Adam over every trainable parameter (kept for the whole
+        stream; a federated client starts a new one each round, :meth:`reset_optimizer`)."""
         self.to(self.device_)
         self.lr = lr
         self.optimizer = torch.optim.Adam(self.trainable_parameters(), lr=lr)
