@@ -23,13 +23,13 @@ the best median kept.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
 
 from fedlt.config import load_config
 from fedlt.runner import run_experiment
+from fedlt.runs import RunDirectory
 
 
 def overrides(args: argparse.Namespace, continual: bool, output: str) -> list[str]:
@@ -100,9 +100,9 @@ def measure(args: argparse.Namespace, continual: bool) -> tuple[float, float, fl
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(config, overrides(args, continual, tmp))
         path = run_experiment(cfg, backend="inprocess", progress=False)
-        timings = json.loads((path / "timings.json").read_text())
-        steady = [t["train_s"] for t in timings if t["round"] >= 2]
-        summary = json.loads((path / "summary.json").read_text())
+        run = RunDirectory.open(path)
+        steady = [t["train_s"] for t in run.read_timings() if t["round"] >= 2]
+        summary = run.read_summary() or {}
         samples = (
             summary.get("samples_seen", 0) / args.rounds
             if continual
