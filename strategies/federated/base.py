@@ -300,9 +300,15 @@ class FederatedStrategy:
         self.num_classes = num_classes
         self.device = torch.device(device)
         self.seed = seed
-        self.model = self._fresh_model(seed).to(self.device)
+        self.model = self.working_model()
 
     # -- construction ---------------------------------------------------------------
+    def working_model(self) -> nn.Module:
+        """The module this process trains and evaluates in place, for every client (a
+        fresh model on the device; the federated continual learners put their learner
+        here, strategies.federated_continual.learner)."""
+        return self._fresh_model(self.seed).to(self.device)
+
     def _fresh_model(self, seed: int) -> nn.Module:
         """A model initialised from the ``model_init`` stream of ``seed``
         (:func:`fedlt.seeding.seeded_torch`) without touching the global RNG."""

@@ -69,18 +69,8 @@ class FederatedLearner(FederatedStrategy):
         device: torch.device | str = "cpu",
         seed: int = 0,
     ) -> None:
-        # The learner builds its own model (under the ``model_init`` stream, as the stream
-        # engine builds it), so the base class's model is not made.
-        self.options = options
-        self.model_factory = model_factory
-        self.num_classes = num_classes
-        self.device = torch.device(device)
-        self.seed = seed
-        with seeded_torch(seed, "model_init"):
-            self.learner = self.learner_class(
-                options, model_factory, num_classes, self.device, seed
-            )
-        self.learner.to(self.device)
+        super().__init__(options, model_factory, num_classes, device, seed)
+        self.learner: ContinualLearner = self.model
         self.uses_memory = bool(self.learner_class.uses_memory)
         self.shared = shared_names(self.learner)
         state = self.learner.state_dict()
@@ -92,6 +82,15 @@ class FederatedLearner(FederatedStrategy):
         }
         self._initial_global = cpu_state({k: self._tensors[k] for k in self.shared})
         self._initial_client = self._client_state()
+
+    def working_model(self) -> nn.Module:
+        """The learner, built under the ``model_init`` stream as the stream engine builds it
+        (it makes its own model; no other model is built)."""
+        with seeded_torch(self.seed, "model_init"):
+            learner = self.learner_class(
+                self.options, self.model_factory, self.num_classes, self.device, self.seed
+            )
+        return learner.to(self.device)
 
     # -- states -----------------------------------------------------------------------
     def _client_state(self) -> StateDict:
