@@ -245,8 +245,8 @@ def run(
     ray_address: str | None = None,
     verbose: bool = False,
 ) -> RunResult:
-    """Run one experiment, federated or continual (by ``engine`` in the config), and
-    return its :class:`RunResult` (docs/api.md).
+    """Run one experiment, federated, continual or federated continual (by ``engine`` in the
+    config), and return its :class:`RunResult` (docs/api.md).
 
     The config is resolved and checked, and the data, model and strategy built, before the
     run directory (``run_dir``, or a new folder under ``output_dir``) is made: a refused run
