@@ -1,7 +1,7 @@
 """Ablation: where fedlt's FedAvg falls short of the official FedAvg (issue 13, item 2).
 
     python scripts/fedavg_gap_ablation.py ROOT [--out runs/fedavg_gap] [--seeds 3407 1]
-        [--variants baseline partition init norm all] [--parallel 2] [--doc FILE]
+        [--variants baseline partition init norm all pad pad_seed] [--parallel 2]
 
 ROOT holds CIFAR-10 as an ImageFolder tree (``ROOT/train/<class>/*.jpg``,
 ``ROOT/test/<class>/*.jpg``, also found one level down in ``ROOT/cifar10/``) or as the python
@@ -21,6 +21,20 @@ docs/fedloge.md, "Matching the official FedAvg"):
 * ``norm``: ``data.normalization=imagenet`` (ImageNet mean/std instead of the data's own);
 * ``all``: the three together.
 
+Two more variants:
+
+* ``pad``: ``all`` with ``federated.augment_fill=black``: the random crop's 4-pixel border
+  is black (pixel value 0, i.e. ``-mean/std`` after normalisation), as torchvision's
+  ``RandomCrop(32, padding=4)`` pads the PIL image before ``Normalize`` in the official code
+  (fedlt's default since this ablation; the five variants above keep the former ``mean``
+  fill, 0 after normalisation). Crop offsets and flips are the same draws.
+* ``pad_seed``: ``pad`` with the model initialised right after ``torch.manual_seed(seed)``
+  (the official fedloge.py seeds torch globally with the run seed before building its model;
+  the official FedAvg loop in main.py does not seed torch at all) instead of fedlt's
+  ``model_init`` stream, by a change made only inside its own run process by this script
+  (``PATCHES``, ``apply_patches``), not in fedlt: another draw of the same initialisation,
+  so ``pad`` against ``pad_seed`` shows how much one initial draw moves the numbers.
+
 A run directory under ``--out`` with a ``summary.json`` is skipped; one without is run
 again from scratch (removed first). The table (markdown) gives generic top-1 (balanced test
 set, global model) and personal top-1 (unweighted mean over clients of local-test top-1,
@@ -30,6 +44,7 @@ absent classes masked) at the last round beside the official code's numbers.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -45,26 +60,73 @@ OFFICIAL = {3407: (25.3, 61.6), 1: (24.7, 61.9)}
 # The baseline is fedlt's choices before this ablation: Kaiming conv init (the default is now
 # PyTorch's, the official code's, because of this table).
 KAIMING = "model.options.init=kaiming"
+# The crop padding was the mean colour until this ablation (the default is now black, the
+# official code's): the first five variants keep it.
+MEAN_FILL = "federated.augment_fill=mean"
+ALL = ["data.rng=fedloge-official", "model.options.init=pytorch", "data.normalization=imagenet"]
 VARIANTS: dict[str, list[str]] = {
-    "baseline": [KAIMING],
-    "partition": [KAIMING, "data.rng=fedloge-official"],
-    "init": ["model.options.init=pytorch"],
-    "norm": [KAIMING, "data.normalization=imagenet"],
-    "all": [
-        "data.rng=fedloge-official",
-        "model.options.init=pytorch",
-        "data.normalization=imagenet",
-    ],
+    "baseline": [MEAN_FILL, KAIMING],
+    "partition": [MEAN_FILL, KAIMING, "data.rng=fedloge-official"],
+    "init": [MEAN_FILL, "model.options.init=pytorch"],
+    "norm": [MEAN_FILL, KAIMING, "data.normalization=imagenet"],
+    "all": [MEAN_FILL, *ALL],
+    "pad": [*ALL, "federated.augment_fill=black"],
+    "pad_seed": [*ALL, "federated.augment_fill=black"],
 }
+# ``pad_seed`` also patches the run's own process (this ablation only; fedlt is unchanged).
+PATCHES: dict[str, tuple[str, ...]] = {"pad_seed": ("torch_seed",)}
 LABELS = {
     "baseline": "baseline (fedlt's former defaults)",
     "partition": "+ official partition",
     "init": "+ PyTorch init",
     "norm": "+ ImageNet normalisation",
     "all": "all three",
+    "pad": "all three + black crop padding",
+    "pad_seed": "all three + black crop padding + `torch.manual_seed` init draw",
 }
 GENERIC = "generic.global.top1"
 PERSONAL = "personal.global.top1_mean"
+
+
+# -- patches for the ablation-only variants (applied in the child process) ------------------
+CHILD = "--child-patches"
+
+
+def _patch_torch_seed() -> None:
+    """ABLATION ONLY. Build every fresh model right after ``torch.manual_seed(seed)`` (the
+    official fedloge.py's global seeding) instead of fedlt's ``model_init`` stream; the
+    global RNG is restored afterwards."""
+    import torch
+
+    from strategies.federated.base import FederatedStrategy
+
+    def _fresh_model(self, seed):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.model_factory()
+
+    FederatedStrategy._fresh_model = _fresh_model
+
+
+PATCH_FUNCTIONS = {"torch_seed": _patch_torch_seed}
+
+
+def apply_patches(names: list[str]) -> None:
+    """Apply the named ablation patches to this process (unknown names raise)."""
+    for name in names:
+        PATCH_FUNCTIONS[name]()
+
+
+def child_main(argv: list[str]) -> int:
+    """``--child-patches NAMES -- FEDLT_ARGS``: apply NAMES (comma-separated), then run the
+    fedlt CLI with FEDLT_ARGS in this process."""
+    names, rest = argv[0], argv[1:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    apply_patches([n for n in names.split(",") if n])
+    from fedlt.cli import main as fedlt_main
+
+    return fedlt_main(rest)
 
 
 def source_overrides(root: Path) -> list[str]:
@@ -119,7 +181,12 @@ def run_one(out: Path, variant: str, seed: int, root: Path) -> tuple[str, int, f
     path = run_dir(out, variant, seed)
     if path.exists():
         shutil.rmtree(path)
-    cmd = [sys.executable, "-m", "fedlt.cli", "run", "--backend", "inprocess", "--no-progress"]
+    if variant in PATCHES:
+        script = os.path.abspath(__file__)
+        cmd = [sys.executable, script, CHILD, ",".join(PATCHES[variant]), "--"]
+    else:
+        cmd = [sys.executable, "-m", "fedlt.cli"]
+    cmd += ["run", "--backend", "inprocess", "--no-progress"]
     cmd += ["--run-dir", str(path)]
     for item in [*setting_overrides(seed, root), f"name=fedavg-{variant}", *VARIANTS[variant]]:
         cmd += ["--set", item]
@@ -165,6 +232,8 @@ def pending(out: Path, seeds: list[int], variants: list[str]) -> list[tuple[str,
 
 
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == CHILD:
+        return child_main(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="folder holding CIFAR-10 (JPEG tree or pickles)")
     parser.add_argument("--out", type=Path, default=Path("runs/fedavg_gap"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from fedlt.configtools import require, require_range
 
@@ -21,6 +22,11 @@ class FederatedConfig:
     seed and round. ``eval_every`` / ``checkpoint_every``: in rounds (the last round always
     evaluates and checkpoints). ``mask_absent_classes``: personalised evaluation removes the
     classes absent from a client's local test set, for every method alike (docs/federated.md).
+    ``augment``: random crop (4-pixel padding) and horizontal flip of every training batch;
+    ``augment_fill``: the colour of the crop's padding, ``black`` (pixel value 0 before
+    normalisation, as torchvision's ``RandomCrop(padding=4)`` pads and the official FedLoGe
+    code therefore trains; docs/results/fedavg_gap.md) or ``mean`` (0 after normalisation,
+    i.e. the data's mean colour: fedlt's behaviour before December 2026).
     ``max_failure_fraction``: a round in which more than this fraction of the sampled clients
     fail stops the run (with a resumable checkpoint of the last good round).
     ``fail_clients``: fault injection for tests: ``[[round, partition_id], ...]``.
@@ -38,6 +44,7 @@ class FederatedConfig:
     momentum: float = 0.5
     weight_decay: float = 0.0
     augment: bool = False
+    augment_fill: Literal["black", "mean"] = "black"
     eval_every: int = 1
     checkpoint_every: int = 5
     mask_absent_classes: bool = True

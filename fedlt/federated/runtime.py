@@ -119,15 +119,21 @@ class FederatedRuntime:
 
     def client_train_data(self, client_id: int) -> ClientData:
         idx = torch.from_numpy(self.data.client_indices[client_id].astype(np.int64)).to(self.device)
-        augment = None
-        if self.cfg.federated.augment:
-            augment = _augment_channels_last if self.channels_last else _augment
+        augment = self._augment if self.cfg.federated.augment else None
         return ClientData(
             x=self._normalise(self.t.train_u8[idx]),
             y=self.t.train_y[idx],
             num_classes=self.data.num_classes,
             augment=augment,
         )
+
+    def _augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Random crop (padding 4) and flip of a normalised batch; the padding is black
+        (``-mean/std``, torchvision's pixel 0) or the mean colour (0), by
+        ``federated.augment_fill``."""
+        fill = -self.t.mean / self.t.std if self.cfg.federated.augment_fill == "black" else 0.0
+        out = random_crop_flip(x, generator, padding=4, fill=fill)
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     def eligible_clients(self) -> list[int]:
         return [k for k, idx in enumerate(self.data.client_indices) if len(idx) > 0]
@@ -211,14 +217,6 @@ class FederatedRuntime:
             for k, test_idx in enumerate(d.client_test_indices)
             if len(test_idx) > 0 and len(d.client_indices[k]) > 0
         ]
-
-
-def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
-    return random_crop_flip(x, generator, padding=4)
-
-
-def _augment_channels_last(x: Tensor, generator: torch.Generator) -> Tensor:
-    return _augment(x, generator).contiguous(memory_format=torch.channels_last)
 
 
 def _is_convolutional(model: torch.nn.Module) -> bool:
