@@ -105,6 +105,7 @@ class OnlineClientData(ClientData):
         self.augment = None
         self.task_end_hooks: list[Callable[[int], None]] = []
         self.consumed = 0
+        self._started = False
         device = labels.device
         every = np.concatenate([b.indices for b in plan]) if plan else np.zeros(0, np.int64)
         self.x = images_u8[:0].float()
@@ -116,6 +117,13 @@ class OnlineClientData(ClientData):
     def batches(
         self, batch_size: int, generator: torch.Generator, shuffle: bool = True
     ) -> Iterator[tuple[Tensor, Tensor]]:
+        if self._started:
+            raise RuntimeError(
+                "a client's stream is read once per round: this strategy iterates its "
+                "training data more than once (several epochs or passes), which an online "
+                "stream cannot serve"
+            )
+        self._started = True
         device = self.labels.device
         augmenter = (
             Augmenter(self.augment_mode, self.crop_padding, 0, generator)

@@ -35,6 +35,7 @@ class FedProxOptions:
 @register("fedprox")
 class FedProx(FederatedStrategy):
     Options = FedProxOptions
+    online_streams = True  # FedAvg's local loop (masked) plus the proximal term
 
     def local_update(
         self,

@@ -37,6 +37,7 @@ def _summary(path):
     "overrides",
     [
         ["strategy.name=fedavg"],
+        ["strategy.name=fedprox", "strategy.options={mu: 0.01}"],
         ["strategy.name=fedloge", "strategy.options={sse_steps: 50}"],
         ["strategy.name=finetune"],
         ["strategy.name=er"],

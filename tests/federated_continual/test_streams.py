@@ -117,3 +117,25 @@ def test_stream_command_shows_every_client_or_one(tmp_path, capsys):
     assert main(["stream", str(config), "--client", "7", "--out", str(tmp_path / "bad")]) != 0
     assert "--client: must lie in [0, 4], got 7" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_round_of_a_stream_is_read_once(fcl_config):
+    import torch
+
+    from fedlt.federated_continual.online import OnlineClientData
+
+    rt = runtime_for(fcl_config())
+    plan = rt.streams.plan(0, 0)
+    exposed = torch.zeros(rt.data.num_classes, dtype=torch.bool)
+    data = OnlineClientData(
+        plan, rt.t.train_u8, rt.t.train_y, rt._normalise, exposed, rt.data.num_classes,
+        None, 2, 0, "none", 4,
+    )  # fmt: skip
+    steps = list(data.batches(32, torch.Generator()))
+    assert len(steps) == 2 * len(plan)  # online_iter steps per batch
+    assert data.consumed == len(data) == sum(len(b.indices) for b in plan)
+    assert exposed.sum() == len(
+        set(rt.data.train.labels[np.concatenate([b.indices for b in plan])])
+    )
+    with pytest.raises(RuntimeError, match="read once per round"):
+        next(data.batches(32, torch.Generator()))
