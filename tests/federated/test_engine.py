@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 
 import pytest
 
@@ -58,17 +55,11 @@ def test_too_many_failures_stop_with_resumable_checkpoint(tiny_config):
     assert [step for step, _ in run.checkpoints()][-1] == 1  # the last good round
 
 
-def test_sigkill_then_resume_gives_byte_identical_metrics(tiny_config, tmp_path):
+def test_sigkill_then_resume_gives_byte_identical_metrics(tiny_config, tmp_path, killed_run):
     cfg = tiny_config("federated.rounds=5", "federated.checkpoint_every=2", "strategy.name=fedprox")
     reference = run_experiment(cfg, run_dir=tmp_path / "ref", backend="inprocess", progress=False)
 
-    killed = tmp_path / "killed"
-    config_file = tmp_path / "cfg.yaml"
-    config_file.write_text(cfg.to_yaml())
-    env = {**os.environ, "FEDLT_FAULT_KILL_AT_ROUND": "3"}
-    cmd = [sys.executable, "-m", "fedlt.cli", "run", str(config_file), "--backend", "inprocess"]
-    proc = subprocess.run([*cmd, "--run-dir", str(killed), "--no-progress"], env=env, check=False)
-    assert proc.returncode == -signal.SIGKILL
+    killed = killed_run(cfg, 3)
     partial = [json.loads(x)["round"] for x in _metrics_bytes(killed).splitlines()]
     assert partial == [1, 2, 3]  # round 3 logged after the round-2 checkpoint, then killed
 

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -141,16 +137,10 @@ def test_run_ends_early_when_every_stream_has_ended(fcl_config, capsys):
     assert last["round"] == summary["rounds_run"] and last["phase_end"]
 
 
-def test_sigkill_then_resume_gives_byte_identical_metrics(fcl_config, tmp_path):
+def test_sigkill_then_resume_gives_byte_identical_metrics(fcl_config, tmp_path, killed_run):
     cfg = fcl_config("strategy.name=er", "federated.rounds=5", "stream.samples_per_round=16")
     reference = run_experiment(cfg, run_dir=tmp_path / "ref", backend="inprocess", progress=False)
-    killed = tmp_path / "killed"
-    config_file = tmp_path / "cfg.yaml"
-    config_file.write_text(cfg.to_yaml())
-    env = {**os.environ, "FEDLT_FAULT_KILL_AT_ROUND": "3"}
-    cmd = [sys.executable, "-m", "fedlt.cli", "run", str(config_file), "--backend", "inprocess"]
-    proc = subprocess.run([*cmd, "--run-dir", str(killed), "--no-progress"], env=env, check=False)
-    assert proc.returncode == -signal.SIGKILL
+    killed = killed_run(cfg, 3)
     run_experiment(resume=killed, backend="inprocess", progress=False)
     assert (killed / "metrics.jsonl").read_bytes() == (reference / "metrics.jsonl").read_bytes()
     assert _summary(killed)["final"] == _summary(reference)["final"]
