@@ -52,6 +52,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from check_official_partition import source_overrides  # the same ROOT layouts
+
 from fedlt.runs import RunDirectory
 
 ROUNDS = 20
@@ -127,16 +129,6 @@ def child_main(argv: list[str]) -> int:
     from fedlt.cli import main as fedlt_main
 
     return fedlt_main(rest)
-
-
-def source_overrides(root: Path) -> list[str]:
-    """``--set`` values naming the data under ``root`` (pickles or an ImageFolder tree)."""
-    if (root / "cifar-10-batches-py").is_dir() or (root / "test_batch").is_file():
-        return ["data.source=cifar10", f"data.root={root}"]
-    for tree in (root, root / "cifar10"):
-        if (tree / "train").is_dir() and (tree / "test").is_dir():
-            return ["data.source=imagefolder", f"data.root={tree}"]
-    raise SystemExit(f"{root}: neither cifar-10-batches-py/ nor train/ and test/ class folders")
 
 
 def setting_overrides(seed: int, root: Path) -> list[str]:
