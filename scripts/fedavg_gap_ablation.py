@@ -1,7 +1,7 @@
 """Ablation: where fedlt's FedAvg falls short of the official FedAvg (issue 13, item 2).
 
     python scripts/fedavg_gap_ablation.py ROOT [--out runs/fedavg_gap] [--seeds 3407 1]
-        [--variants baseline partition init norm all pad pad_seed] [--parallel 2]
+        [--variants baseline partition init norm all pad pad_seed ...] [--parallel 2]
 
 ROOT holds CIFAR-10 as an ImageFolder tree (``ROOT/train/<class>/*.jpg``,
 ``ROOT/test/<class>/*.jpg``, also found one level down in ``ROOT/cifar10/``) or as the python
@@ -34,6 +34,14 @@ Two more variants:
   ``model_init`` stream, by a change made only inside its own run process by this script
   (``PATCHES``, ``apply_patches``), not in fedlt: another draw of the same initialisation,
   so ``pad`` against ``pad_seed`` shows how much one initial draw moves the numbers.
+* ``pad_draw2`` … ``pad_draw4``: ``pad`` with three more initial draws (``torch.manual_seed``
+  of ``derived_seed(seed, "ablation_init_draw", k)``, patched likewise); with ``pad`` and
+  ``pad_seed`` they give five draws of the model's initialisation over the same partition,
+  batches and crops, summarised as mean ± sample std in the table's last fedlt row.
+* ``pad_perm`` / ``pad_seed_perm``: ``pad`` / ``pad_seed`` with the official main.py's
+  permuted aggregation weights (client k's update weighted by the size of client π_r(k),
+  a fresh permutation each round; a bug fedlt does not reproduce, ../shared/spec/fedloge.md
+  §3), patched likewise, to measure how much it moves the official numbers.
 
 A run directory under ``--out`` with a ``summary.json`` is skipped; one without is run
 again from scratch (removed first). The table (markdown) gives generic top-1 (balanced test
@@ -74,9 +82,24 @@ VARIANTS: dict[str, list[str]] = {
     "all": [MEAN_FILL, *ALL],
     "pad": [*ALL, "federated.augment_fill=black"],
     "pad_seed": [*ALL, "federated.augment_fill=black"],
+    "pad_draw2": [*ALL, "federated.augment_fill=black"],
+    "pad_draw3": [*ALL, "federated.augment_fill=black"],
+    "pad_draw4": [*ALL, "federated.augment_fill=black"],
+    "pad_perm": [*ALL, "federated.augment_fill=black"],
+    "pad_seed_perm": [*ALL, "federated.augment_fill=black"],
 }
-# ``pad_seed`` also patches the run's own process (this ablation only; fedlt is unchanged).
-PATCHES: dict[str, tuple[str, ...]] = {"pad_seed": ("torch_seed",)}
+# These variants also patch the run's own process (this ablation only; fedlt is unchanged).
+PATCHES: dict[str, tuple[str, ...]] = {
+    "pad_seed": ("torch_seed",),
+    "pad_draw2": ("init_draw:2",),
+    "pad_draw3": ("init_draw:3",),
+    "pad_draw4": ("init_draw:4",),
+    "pad_perm": ("permuted_weights",),
+    "pad_seed_perm": ("torch_seed", "permuted_weights"),
+}
+# The runs of ``pad`` that differ only in the model's initial draw (draw 0: fedlt's
+# ``model_init`` stream; 1: ``torch.manual_seed(seed)``; 2-4: ``init_draw``).
+INIT_DRAWS = ("pad", "pad_seed", "pad_draw2", "pad_draw3", "pad_draw4")
 LABELS = {
     "baseline": "baseline (fedlt's former defaults)",
     "partition": "+ official partition",
@@ -85,6 +108,11 @@ LABELS = {
     "all": "all three",
     "pad": "all three + black crop padding",
     "pad_seed": "all three + black crop padding + `torch.manual_seed` init draw",
+    "pad_draw2": "all three + black crop padding, init draw 2",
+    "pad_draw3": "all three + black crop padding, init draw 3",
+    "pad_draw4": "all three + black crop padding, init draw 4",
+    "pad_perm": "all three + black crop padding + official permuted aggregation weights",
+    "pad_seed_perm": "… + `torch.manual_seed` init draw + official permuted aggregation weights",
 }
 GENERIC = "generic.global.top1"
 PERSONAL = "personal.global.top1_mean"
@@ -110,13 +138,61 @@ def _patch_torch_seed() -> None:
     FederatedStrategy._fresh_model = _fresh_model
 
 
-PATCH_FUNCTIONS = {"torch_seed": _patch_torch_seed}
+def _patch_init_draw(draw: str) -> None:
+    """ABLATION ONLY. Build every fresh model right after ``torch.manual_seed(s)`` with
+    ``s = derived_seed(seed, "ablation_init_draw", draw)``: one more draw of the same
+    initialisation, everything else (partition, batches, crops) as in ``pad``."""
+    import torch
+
+    from fedlt.seeding import derived_seed
+    from strategies.federated.base import FederatedStrategy
+
+    def _fresh_model(self, seed):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derived_seed(seed, "ablation_init_draw", int(draw)))
+            return self.model_factory()
+
+    FederatedStrategy._fresh_model = _fresh_model
+
+
+def _patch_permuted_weights() -> None:
+    """ABLATION ONLY: the official main.py's aggregation bug (../shared/spec/fedloge.md §3,
+    not reproduced by fedlt). Every round the official loop trains clients 0…K-1 in order but
+    weights the i-th model by the training-set size of ``idxs_users[i]``, a fresh random
+    permutation of the clients; here client k's update of round r carries the size of
+    client ``π_r(k)`` as its aggregation weight, ``π_r`` drawn from
+    ``np.random.default_rng(derived_seed(seed, "ablation_permuted_weights", r))``. Needs all
+    clients every round (participation 1.0)."""
+    import numpy as np
+
+    from fedlt.federated.runtime import FederatedRuntime
+    from fedlt.seeding import derived_seed
+
+    original = FederatedRuntime.train_client
+
+    def train_client(self, client_id, round_, global_state, client_state):
+        result = original(self, client_id, round_, global_state, client_state)
+        sizes = [len(idx) for idx in self.data.client_indices]
+        perm = np.random.default_rng(
+            derived_seed(self.cfg.seed, "ablation_permuted_weights", round_)
+        ).permutation(len(sizes))
+        result.num_examples = int(sizes[perm[client_id]])
+        return result
+
+    FederatedRuntime.train_client = train_client
+
+
+PATCH_FUNCTIONS = {"torch_seed": _patch_torch_seed, "permuted_weights": _patch_permuted_weights}
 
 
 def apply_patches(names: list[str]) -> None:
-    """Apply the named ablation patches to this process (unknown names raise)."""
+    """Apply the named ablation patches to this process (unknown names raise); ``NAME:ARG``
+    passes ARG (``init_draw:2``)."""
     for name in names:
-        PATCH_FUNCTIONS[name]()
+        if name.startswith("init_draw:"):
+            _patch_init_draw(name.split(":", 1)[1])
+        else:
+            PATCH_FUNCTIONS[name]()
 
 
 def child_main(argv: list[str]) -> int:
@@ -198,6 +274,13 @@ def final_metrics(path: Path) -> tuple[float, float] | None:
     return 100 * float(final[GENERIC]), 100 * float(final[PERSONAL])
 
 
+def mean_std(values: list[float]) -> str:
+    """``mean ± sample std`` to two decimals."""
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.2f} ± {std:.2f}"
+
+
 def table(out: Path, seeds: list[int], variants: list[str]) -> str:
     """Markdown table: one row per variant, generic / personal per seed, official beside."""
     head = "| variant | " + " | ".join(f"seed {s} generic | seed {s} personal" for s in seeds)
@@ -209,6 +292,17 @@ def table(out: Path, seeds: list[int], variants: list[str]) -> str:
             got = final_metrics(run_dir(out, variant, seed))
             cells += [f"{got[0]:.2f}", f"{got[1]:.2f}"] if got else ["not run", "not run"]
         rows.append(f"| {LABELS[variant]} | " + " | ".join(cells) + " |")
+    draws = [v for v in INIT_DRAWS if v in variants]
+    if len(draws) > 1:
+        cells = []
+        for seed in seeds:
+            got = [m for v in draws if (m := final_metrics(run_dir(out, v, seed)))]
+            for i in (0, 1):
+                values = [m[i] for m in got]
+                cells.append(mean_std(values) if len(values) > 1 else "—")
+        n = "/".join(str(len([v for v in draws if is_done(run_dir(out, v, s))])) for s in seeds)
+        label = f"all three + black crop padding: mean ± std over the init draws ({n})"
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
     official = []
     for seed in seeds:
         ref = OFFICIAL.get(seed)
