@@ -70,6 +70,30 @@ def test_shipped_sweeps_resolve(name: str, tmp_path: Path) -> None:
         assert {r.config.data.source for r in plan.runs} == {"cifar10"}
 
 
+SHIPPED_SWEEPS = sorted((DEFAULT_CONFIG.parent / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("sweep", SHIPPED_SWEEPS, ids=[p.stem for p in SHIPPED_SWEEPS])
+def test_every_shipped_sweep_resolves(sweep: Path, tmp_path: Path) -> None:
+    """Every sweep under simulations/sweeps/ resolves and validates (no data read, no Ray)."""
+    plan = load_sweep(sweep, tmp_path)
+    assert plan.runs, f"{sweep.name} plans no run"
+    assert len({r.key for r in plan.runs}) == len(plan.runs)
+
+
+def test_official_recipe_sweep_uses_the_official_draws(tmp_path: Path) -> None:
+    plan = load_sweep(DEFAULT_CONFIG.parent / "sweeps" / "fedloge-official-recipe.yaml", tmp_path)
+    assert {r.config.strategy.name for r in plan.runs} == {"fedavg", "fedloge"}
+    for run in plan.runs:
+        cfg = run.config
+        assert (cfg.data.rng, cfg.data.normalization) == ("fedloge-official", "imagenet")
+        assert (cfg.model.name, cfg.federated.local_epochs, cfg.federated.batch_size) == (
+            "resnet18",
+            5,
+            8,
+        )
+
+
 def test_base_path_is_relative_to_the_sweep_file(tmp_path: Path) -> None:
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump({"name": "x", "federated": {"rounds": 7}}))
     sweep = _write_sweep(tmp_path / "sweeps", base="../exp.yaml", set=None, seeds=[3])
