@@ -537,11 +537,79 @@ def _init_ray(address: str | None, num_cpus: int | None) -> bool:
     return True
 
 
-def _progress_text(counts: dict[str, int]) -> str:
+PROGRESS_EVERY_S = 5.0
+"""How often a sweep reads its running runs' progress (the tail of their metrics.jsonl)."""
+
+
+def last_json_line(path: Path, chunk: int = 1 << 16) -> dict[str, Any] | None:
+    """The last complete line of a JSON-lines file, parsed (None if the file is missing,
+    empty, or its last complete line is not a JSON object). Reads from the end, doubling
+    the window until it holds the whole line, so a long log costs one small read."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            window = chunk
+            while True:
+                start = max(0, size - window)
+                fh.seek(start)
+                data = fh.read(size - start)
+                end = data.rfind(b"\n")  # an unterminated last line is still being written
+                if end >= 0:
+                    begin = data.rfind(b"\n", 0, end) + 1
+                    if begin > 0 or start == 0:
+                        record = json.loads(data[begin:end])
+                        return record if isinstance(record, dict) else None
+                elif start == 0:
+                    return None
+                window *= 2
+    except (OSError, ValueError):
+        return None
+
+
+def run_progress(run: PlannedRun) -> str | None:
+    """Where a running run is, from the last line of its ``metrics.jsonl``: ``round r/R``
+    (federated engines) or ``N samples`` (stream engine); None before its first line."""
+    record = last_json_line(RunDirectory.at(run.run_dir).metrics_path)
+    if not record:
+        return None
+    if isinstance(record.get("round"), int):
+        return f"round {record['round']}/{run.config.federated.rounds}"
+    if isinstance(record.get("samples_seen"), int):
+        return f"{record['samples_seen']:,} samples"
+    return None
+
+
+def note_running(outcome: SweepOutcome, in_flight: list[PlannedRun], look: bool) -> list[str]:
+    """Mark the submitted runs whose run directory has appeared as "running" and, when
+    ``look``, note where each is (``progress``: :func:`run_progress`); rewrite
+    ``sweep_status.json`` when anything changed. Returns ``key progress`` per running run."""
+    changed = False
+    where = []
+    for run in in_flight:
+        state = outcome.states[run.key]
+        if state["state"] == "pending" and RunDirectory.at(run.run_dir).status_path.exists():
+            state["state"] = "running"
+            changed = True
+        if state["state"] == "running" and look:
+            now = run_progress(run)
+            if now is not None and now != state.get("progress"):
+                state["progress"] = now
+                changed = True
+        if state.get("progress"):
+            where.append(f"{run.key} {state['progress']}")
+    if changed:
+        outcome.save()
+    return where
+
+
+def _progress_text(counts: dict[str, int], where: list[str] | None = None) -> str:
+    running = f"[cyan]{counts['running']} running[/]"
+    if where:
+        shown = ", ".join(where[:3]) + (f", +{len(where) - 3}" if len(where) > 3 else "")
+        running += f" ({shown})"
     return (
         f"[green]{counts['done']} done[/] · [red]{counts['failed']} failed[/] · "
-        f"[cyan]{counts['running']} running[/] · {counts['pending']} queued · "
-        f"[dim]{counts['skipped']} skipped[/]"
+        f"{running} · {counts['pending']} queued · [dim]{counts['skipped']} skipped[/]"
     )
 
 
@@ -668,15 +736,16 @@ def _submit_and_wait(
             "sweep", total=total, name=plan.name, completed=outcome.count("skipped"), counts=""
         )
 
+        last_look = [0.0]
+
         def refresh() -> None:
-            for ref_run in in_flight.values():  # "running" once the run dir has appeared
-                state = outcome.states[ref_run.key]
-                started = RunDirectory.at(ref_run.run_dir).status_path.exists()
-                if state["state"] == "pending" and started:
-                    state["state"] = "running"
+            look = time.monotonic() - last_look[0] >= PROGRESS_EVERY_S
+            if look:
+                last_look[0] = time.monotonic()
+            where = note_running(outcome, list(in_flight.values()), look)
             counts = outcome.counts
             done = counts["done"] + counts["failed"] + counts["skipped"]
-            bar.update(task, completed=done, counts=_progress_text(counts))
+            bar.update(task, completed=done, counts=_progress_text(counts, where))
 
         while queue or in_flight:
             while queue and len(in_flight) < limit:
@@ -698,7 +767,7 @@ def _submit_and_wait(
                 outcome.states[run.key] = result
                 if result["state"] == "failed":
                     console.print(f"[red]✗ {run.key}[/]: {result['error']}")
-                elif progress:
+                else:  # also without the bar: one line per run is what a log needs
                     how = "resumed and finished" if result.get("resumed") else "finished"
                     console.print(f"[green]✓ {run.key}[/] {how} in {result['wall_time_s']:.1f} s")
                 outcome.save()

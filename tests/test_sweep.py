@@ -17,7 +17,15 @@ import yaml
 from fedlt.config import DEFAULT_CONFIG, resolve
 from fedlt.errors import ConfigError
 from fedlt.runs import RunDirectory
-from fedlt.sweep import execute_run, load_sweep, run_sweep, sweep_command
+from fedlt.sweep import (
+    SweepOutcome,
+    execute_run,
+    last_json_line,
+    load_sweep,
+    note_running,
+    run_sweep,
+    sweep_command,
+)
 
 RAY_TIP = "ignore:Tip. In future versions of Ray:FutureWarning"
 TINY = {
@@ -68,6 +76,43 @@ def test_shipped_sweeps_resolve(name: str, tmp_path: Path) -> None:
     if name == "cifar10-lt-methods":
         assert len(methods) == 8 and len(plan.runs) == 8 * 2 * 2 * 3
         assert {r.config.data.source for r in plan.runs} == {"cifar10"}
+
+
+def test_last_json_line_reads_the_last_complete_line(tmp_path: Path) -> None:
+    log = tmp_path / "metrics.jsonl"
+    assert last_json_line(log) is None  # missing
+    log.write_text("")
+    assert last_json_line(log) is None  # empty
+    log.write_text('{"round": 1}\n{"round": 2, "pad": "' + "x" * 100 + '"}\n{"round": 3')
+    # the window (16 bytes) is doubled until it holds the whole second line; the third is
+    # still being written and does not count
+    assert last_json_line(log, chunk=16) == {"round": 2, "pad": "x" * 100}
+    log.write_text('{"round": 1}\n')
+    assert last_json_line(log, chunk=4) == {"round": 1}
+    log.write_text("[1, 2]\n")
+    assert last_json_line(log) is None  # not an object
+    log.write_text("not json\n")
+    assert last_json_line(log) is None
+
+
+def test_running_runs_are_marked_with_their_progress(tmp_path: Path) -> None:
+    plan = load_sweep(_write_sweep(tmp_path, seeds=[0, 1]), tmp_path / "out")
+    outcome = SweepOutcome(plan, {r.key: {"state": "pending"} for r in plan.runs})
+    first, second = plan.runs
+    assert note_running(outcome, [first, second], look=True) == []
+    assert outcome.counts["running"] == 0  # no run directory yet
+
+    run = RunDirectory.create(first.config, first.run_dir, lock=False)
+    run.log_metrics({"round": 1, "train_loss": 0.5})
+    where = note_running(outcome, [first, second], look=True)
+    assert where == [f"{first.key} round 1/2"]
+    status = json.loads((plan.output_dir / "sweep_status.json").read_text())
+    assert status["counts"]["running"] == 1 and status["counts"]["pending"] == 1
+    assert status["runs"][0]["progress"] == "round 1/2"
+
+    run.log_metrics({"round": 2, "train_loss": 0.4})
+    assert note_running(outcome, [first], look=False) == [f"{first.key} round 1/2"]  # not read
+    assert note_running(outcome, [first], look=True) == [f"{first.key} round 2/2"]
 
 
 SHIPPED_SWEEPS = sorted((DEFAULT_CONFIG.parent / "sweeps").glob("*.yaml"))
