@@ -693,6 +693,8 @@ def _run_in_turn(
     """The flower backend: runs one after another in this process, clients on the pool."""
     for i, run in enumerate(todo, 1):
         console.print(f"[{i}/{len(todo)}] {run.key} (Flower pool)")
+        outcome.states[run.key] = {"state": "running"}
+        outcome.save()
         result = execute_run(
             run.config,
             str(run.run_dir),

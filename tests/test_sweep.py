@@ -115,6 +115,20 @@ def test_running_runs_are_marked_with_their_progress(tmp_path: Path) -> None:
     assert note_running(outcome, [first], look=True) == [f"{first.key} round 2/2"]
 
 
+def test_flower_backend_marks_each_run_running_before_it_starts(tmp_path: Path) -> None:
+    plan = load_sweep(_write_sweep(tmp_path, seeds=[0, 1]), tmp_path / "out")
+    seen = []
+
+    def look(config, **kwargs):  # the run itself is not needed: record what the file says
+        status = json.loads((plan.output_dir / "sweep_status.json").read_text())
+        seen.append({r["seed"]: r["state"] for r in status["runs"]})
+        raise RuntimeError("not run")
+
+    console, _ = _console()
+    run_sweep(plan, progress=False, runner=look, console=console, backend="flower")
+    assert seen == [{0: "running", 1: "pending"}, {0: "failed", 1: "running"}]
+
+
 SHIPPED_SWEEPS = sorted((DEFAULT_CONFIG.parent / "sweeps").glob("*.yaml"))
 
 
