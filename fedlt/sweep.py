@@ -482,6 +482,8 @@ class SweepOutcome:
 
     plan: SweepPlan
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    first_seen: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """(monotonic time, position) at which this invocation first saw each run running."""
 
     def count(self, state: str) -> int:
         return sum(1 for s in self.states.values() if s.get("state") == state)
@@ -566,23 +568,48 @@ def last_json_line(path: Path, chunk: int = 1 << 16) -> dict[str, Any] | None:
         return None
 
 
-def run_progress(run: PlannedRun) -> str | None:
-    """Where a running run is, from the last line of its ``metrics.jsonl``: ``round r/R``
-    (federated engines) or ``N samples`` (stream engine); None before its first line."""
+@dataclass(frozen=True)
+class RunPosition:
+    """Where a running run is: ``done`` rounds of ``total`` (federated engines) or ``done``
+    stream samples (stream engine, ``total`` None)."""
+
+    done: int
+    total: int | None
+
+    def text(self) -> str:
+        return f"round {self.done}/{self.total}" if self.total else f"{self.done:,} samples"
+
+
+def run_position(run: PlannedRun) -> RunPosition | None:
+    """A running run's position from the last line of its ``metrics.jsonl`` (its ``round``,
+    or the stream engine's ``samples_seen``); None before its first line."""
     record = last_json_line(RunDirectory.at(run.run_dir).metrics_path)
     if not record:
         return None
     if isinstance(record.get("round"), int):
-        return f"round {record['round']}/{run.config.federated.rounds}"
+        return RunPosition(record["round"], run.config.federated.rounds)
     if isinstance(record.get("samples_seen"), int):
-        return f"{record['samples_seen']:,} samples"
+        return RunPosition(record["samples_seen"], None)
     return None
 
 
-def note_running(outcome: SweepOutcome, in_flight: list[PlannedRun], look: bool) -> list[str]:
+def _duration_text(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "<1 min"
+    return f"{minutes} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+
+def note_running(
+    outcome: SweepOutcome, in_flight: list[PlannedRun], look: bool, now: float | None = None
+) -> list[str]:
     """Mark the submitted runs whose run directory has appeared as "running" and, when
-    ``look``, note where each is (``progress``: :func:`run_progress`); rewrite
-    ``sweep_status.json`` when anything changed. Returns ``key progress`` per running run."""
+    ``look``, note where each is: ``progress`` (``round 25/100``), and once a run has moved
+    on since this sweep first saw it, ``eta_s``, the seconds left at the pace seen so far
+    (rounds of a run take about the same time). ``now``: ``time.monotonic()`` by default.
+    Rewrites ``sweep_status.json`` when anything changed; returns ``key progress`` per
+    running run for the progress line."""
+    now = time.monotonic() if now is None else now
     changed = False
     where = []
     for run in in_flight:
@@ -590,13 +617,19 @@ def note_running(outcome: SweepOutcome, in_flight: list[PlannedRun], look: bool)
         if state["state"] == "pending" and RunDirectory.at(run.run_dir).status_path.exists():
             state["state"] = "running"
             changed = True
-        if state["state"] == "running" and look:
-            now = run_progress(run)
-            if now is not None and now != state.get("progress"):
-                state["progress"] = now
+        position = run_position(run) if state["state"] == "running" and look else None
+        if position is not None:
+            t0, done0 = outcome.first_seen.setdefault(run.key, (now, position.done))
+            update: dict[str, Any] = {"progress": position.text()}
+            if position.total and position.done > done0:
+                pace = (now - t0) / (position.done - done0)
+                update["eta_s"] = round(pace * (position.total - position.done))
+            if any(state.get(k) != v for k, v in update.items()):
+                state.update(update)
                 changed = True
         if state.get("progress"):
-            where.append(f"{run.key} {state['progress']}")
+            left = f", ~{_duration_text(state['eta_s'])} left" if "eta_s" in state else ""
+            where.append(f"{run.key} {state['progress']}{left}")
     if changed:
         outcome.save()
     return where

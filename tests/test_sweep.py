@@ -96,23 +96,29 @@ def test_last_json_line_reads_the_last_complete_line(tmp_path: Path) -> None:
 
 
 def test_running_runs_are_marked_with_their_progress(tmp_path: Path) -> None:
-    plan = load_sweep(_write_sweep(tmp_path, seeds=[0, 1]), tmp_path / "out")
+    sweep = _write_sweep(tmp_path, seeds=[0, 1], set={**TINY, "federated.rounds": 10})
+    plan = load_sweep(sweep, tmp_path / "out")
     outcome = SweepOutcome(plan, {r.key: {"state": "pending"} for r in plan.runs})
     first, second = plan.runs
-    assert note_running(outcome, [first, second], look=True) == []
+    assert note_running(outcome, [first, second], look=True, now=0.0) == []
     assert outcome.counts["running"] == 0  # no run directory yet
 
     run = RunDirectory.create(first.config, first.run_dir, lock=False)
     run.log_metrics({"round": 1, "train_loss": 0.5})
-    where = note_running(outcome, [first, second], look=True)
-    assert where == [f"{first.key} round 1/2"]
+    where = note_running(outcome, [first, second], look=True, now=100.0)
+    assert where == [f"{first.key} round 1/10"]  # no pace yet: one position seen
     status = json.loads((plan.output_dir / "sweep_status.json").read_text())
     assert status["counts"]["running"] == 1 and status["counts"]["pending"] == 1
-    assert status["runs"][0]["progress"] == "round 1/2"
+    assert status["runs"][0]["progress"] == "round 1/10" and "eta_s" not in status["runs"][0]
 
-    run.log_metrics({"round": 2, "train_loss": 0.4})
-    assert note_running(outcome, [first], look=False) == [f"{first.key} round 1/2"]  # not read
-    assert note_running(outcome, [first], look=True) == [f"{first.key} round 2/2"]
+    for r in (2, 3):
+        run.log_metrics({"round": r, "train_loss": 0.4})
+    assert note_running(outcome, [first], look=False, now=150.0) == [f"{first.key} round 1/10"]
+    # 2 rounds in 120 s since first seen: 7 left at 60 s each
+    where = note_running(outcome, [first], look=True, now=220.0)
+    assert where == [f"{first.key} round 3/10, ~7 min left"]
+    status = json.loads((plan.output_dir / "sweep_status.json").read_text())
+    assert status["runs"][0]["eta_s"] == 420
 
 
 def test_flower_backend_marks_each_run_running_before_it_starts(tmp_path: Path) -> None:
