@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max-parallel", type=int, help="at most this many runs at once")
     sweep.add_argument("--no-progress", action="store_true")
     sweep.add_argument(
+        "--status",
+        action="store_true",
+        help="print where each run of the sweep is (from its output folder); run nothing",
+    )
+    sweep.add_argument(
         "--backend",
         choices=["tasks", "flower"],
         default="tasks",
@@ -239,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
             from fedlt.continual.inspect import stream_command
 
             return stream_command(args.config, args.overrides, args.out, args.client)
+        if args.command == "sweep" and args.status:
+            from fedlt.sweep import load_sweep, status_lines
+
+            for line in status_lines(load_sweep(args.sweep, args.out)):
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
+            return 0
         if args.command == "sweep":
             from fedlt.api import sweep
 

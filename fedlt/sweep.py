@@ -809,6 +809,56 @@ def _submit_and_wait(
             refresh()
 
 
+def status_lines(plan: SweepPlan, now: float | None = None) -> list[str]:
+    """``fedlt sweep SWEEP --status``: one line per planned run — its state from its own
+    ``status.json`` (``done``, ``running``, ``failed``, ``interrupted``; else the sweep's
+    ``sweep_status.json``: ``pending``, or ``not started``), its position read now from its
+    ``metrics.jsonl`` and the time left the sweep last estimated — after a header saying how
+    long ago ``sweep_status.json`` was written (a driver killed without a chance to record
+    it leaves runs "running" and an old time). Starts nothing and writes nothing."""
+    now = time.time() if now is None else now
+    path = plan.output_dir / STATUS_FILE
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    by_key = {
+        f"{r.get('label')}/seed-{r.get('seed')}": r
+        for r in recorded.get("runs", [])
+        if isinstance(r, dict)
+    }
+    rows = []
+    counts: dict[str, int] = {}
+    for run in plan.runs:
+        entry = by_key.get(run.key, {})
+        own = RunDirectory.at(run.run_dir).status.get("status") if run.run_dir.exists() else None
+        own = {"complete": "done", "unknown": None}.get(own, own)
+        state = own or entry.get("state") or "not started"
+        counts[state] = counts.get(state, 0) + 1
+        position = run_position(run) if run.run_dir.exists() else None
+        where = position.text() if position else ""
+        if state == "running" and "eta_s" in entry:
+            where += f", ~{_duration_text(entry['eta_s'])} left (estimated then)"
+        if state == "failed" and entry.get("error"):
+            where = (where + "; " if where else "") + str(entry["error"])
+        rows.append((run.key, state, where))
+    if "time" in recorded:
+        ago = f"{_duration_text(max(0.0, now - float(recorded['time'])))} ago"
+        written = f"{STATUS_FILE} written {ago}"
+    else:
+        written = f"no {STATUS_FILE} in {plan.output_dir}: not started here"
+    order = ["done", "running", "failed", "interrupted", "pending", "not started"]
+    ranked = sorted(counts, key=lambda k: (order.index(k) if k in order else len(order), k))
+    summary = ", ".join(f"{counts[state]} {state}" for state in ranked)
+    width = max(len(key) for key, _, _ in rows)
+    states = max(len(state) for _, state, _ in rows)
+    lines = [f"sweep {plan.name}: {summary} (of {len(plan.runs)}) · {written}"]
+    lines += [
+        f"  {key:<{width}}  {state:<{states}}  {where}".rstrip() for key, state, where in rows
+    ]
+    return lines
+
+
 def sweep_command(
     sweep_path: str,
     ray_address: str | None = None,

@@ -24,6 +24,7 @@ from fedlt.sweep import (
     load_sweep,
     note_running,
     run_sweep,
+    status_lines,
     sweep_command,
 )
 
@@ -119,6 +120,48 @@ def test_running_runs_are_marked_with_their_progress(tmp_path: Path) -> None:
     assert where == [f"{first.key} round 3/10, ~7 min left"]
     status = json.loads((plan.output_dir / "sweep_status.json").read_text())
     assert status["runs"][0]["eta_s"] == 420
+
+
+def test_status_lines_say_where_each_run_is(tmp_path: Path) -> None:
+    sweep = _write_sweep(tmp_path, seeds=[0, 1, 2], set={**TINY, "federated.rounds": 10})
+    plan = load_sweep(sweep, tmp_path / "out")
+    lines = status_lines(plan)
+    assert "3 not started (of 3)" in lines[0] and "no sweep_status.json" in lines[0]
+
+    done, running, failed = plan.runs
+    for run in plan.runs:
+        RunDirectory.create(run.config, run.run_dir, lock=False)
+    RunDirectory.at(running.run_dir).log_metrics({"round": 3})
+    (done.run_dir / "status.json").write_text(json.dumps({"status": "complete"}))
+    (failed.run_dir / "status.json").write_text(json.dumps({"status": "failed"}))
+    outcome = SweepOutcome(
+        plan,
+        {
+            done.key: {"state": "done"},
+            running.key: {"state": "running", "progress": "round 3/10", "eta_s": 420},
+            failed.key: {"state": "failed", "error": "RuntimeError: boom"},
+        },
+    )
+    outcome.save()
+    written = json.loads((plan.output_dir / "sweep_status.json").read_text())["time"]
+    lines = status_lines(plan, now=written + 600)
+    assert lines[0].startswith(f"sweep {plan.name}: 1 done, 1 running, 1 failed (of 3)")
+    assert "written 10 min ago" in lines[0]
+    by_run = {line.split()[0]: line for line in lines[1:]}
+    assert by_run[done.key].split()[1] == "done"
+    assert "round 3/10, ~7 min left" in by_run[running.key]
+    assert "failed" in by_run[failed.key] and "RuntimeError: boom" in by_run[failed.key]
+
+
+def test_cli_status_runs_nothing(tmp_path: Path, capsys) -> None:
+    from fedlt.cli import main
+
+    sweep = _write_sweep(tmp_path, seeds=[0])
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep), "--out", str(out), "--status"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 not started (of 1)" in printed and "base/seed-0" in printed
+    assert not out.exists()  # nothing written
 
 
 def test_flower_backend_marks_each_run_running_before_it_starts(tmp_path: Path) -> None:
