@@ -822,6 +822,8 @@ def status_lines(plan: SweepPlan, now: float | None = None) -> list[str]:
         recorded = json.loads(path.read_text())
     except (OSError, ValueError):
         recorded = {}
+    if not isinstance(recorded, dict):  # not a file this module wrote: ignore it
+        recorded = {}
     by_key = {
         f"{r.get('label')}/seed-{r.get('seed')}": r
         for r in recorded.get("runs", [])
@@ -842,7 +844,7 @@ def status_lines(plan: SweepPlan, now: float | None = None) -> list[str]:
         if state == "failed" and entry.get("error"):
             where = (where + "; " if where else "") + str(entry["error"])
         rows.append((run.key, state, where))
-    if "time" in recorded:
+    if isinstance(recorded.get("time"), (int, float)):
         ago = f"{_duration_text(max(0.0, now - float(recorded['time'])))} ago"
         written = f"{STATUS_FILE} written {ago}"
     else:
