@@ -74,19 +74,18 @@ KAIMING = "model.options.init=kaiming"
 # official code's): the first five variants keep it.
 MEAN_FILL = "federated.augment_fill=mean"
 ALL = ["data.rng=fedloge-official", "model.options.init=pytorch", "data.normalization=imagenet"]
+PAD = [*ALL, "federated.augment_fill=black"]
 VARIANTS: dict[str, list[str]] = {
     "baseline": [MEAN_FILL, KAIMING],
     "partition": [MEAN_FILL, KAIMING, "data.rng=fedloge-official"],
     "init": [MEAN_FILL, "model.options.init=pytorch"],
     "norm": [MEAN_FILL, KAIMING, "data.normalization=imagenet"],
     "all": [MEAN_FILL, *ALL],
-    "pad": [*ALL, "federated.augment_fill=black"],
-    "pad_seed": [*ALL, "federated.augment_fill=black"],
-    "pad_draw2": [*ALL, "federated.augment_fill=black"],
-    "pad_draw3": [*ALL, "federated.augment_fill=black"],
-    "pad_draw4": [*ALL, "federated.augment_fill=black"],
-    "pad_perm": [*ALL, "federated.augment_fill=black"],
-    "pad_seed_perm": [*ALL, "federated.augment_fill=black"],
+    # ``pad`` and the variants that patch it (PATCHES) share its overrides
+    **dict.fromkeys(
+        ["pad", "pad_seed", "pad_draw2", "pad_draw3", "pad_draw4", "pad_perm", "pad_seed_perm"],
+        PAD,
+    ),
 }
 # These variants also patch the run's own process (this ablation only; fedlt is unchanged).
 PATCHES: dict[str, tuple[str, ...]] = {
@@ -122,37 +121,36 @@ PERSONAL = "personal.global.top1_mean"
 CHILD = "--child-patches"
 
 
-def _patch_torch_seed() -> None:
-    """ABLATION ONLY. Build every fresh model right after ``torch.manual_seed(seed)`` (the
-    official fedloge.py's global seeding) instead of fedlt's ``model_init`` stream; the
-    global RNG is restored afterwards."""
+def _build_models_after_manual_seed(seed_of) -> None:
+    """ABLATION ONLY. Build every fresh model right after ``torch.manual_seed(seed_of(seed))``
+    instead of from fedlt's ``model_init`` stream; the global RNG is restored afterwards."""
     import torch
 
     from strategies.federated.base import FederatedStrategy
 
     def _fresh_model(self, seed):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.manual_seed(seed_of(seed))
             return self.model_factory()
 
     FederatedStrategy._fresh_model = _fresh_model
+
+
+def _patch_torch_seed() -> None:
+    """``torch.manual_seed(seed)`` before the model, as the official fedloge.py's global
+    seeding does."""
+    _build_models_after_manual_seed(lambda seed: seed)
 
 
 def _patch_init_draw(draw: str) -> None:
-    """ABLATION ONLY. Build every fresh model right after ``torch.manual_seed(s)`` with
-    ``s = derived_seed(seed, "ablation_init_draw", draw)``: one more draw of the same
-    initialisation, everything else (partition, batches, crops) as in ``pad``."""
-    import torch
-
+    """``torch.manual_seed(derived_seed(seed, "ablation_init_draw", draw))`` before the model:
+    one more draw of the same initialisation, everything else (partition, batches, crops)
+    as in ``pad``."""
     from fedlt.seeding import derived_seed
-    from strategies.federated.base import FederatedStrategy
 
-    def _fresh_model(self, seed):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derived_seed(seed, "ablation_init_draw", int(draw)))
-            return self.model_factory()
-
-    FederatedStrategy._fresh_model = _fresh_model
+    _build_models_after_manual_seed(
+        lambda seed: derived_seed(seed, "ablation_init_draw", int(draw))
+    )
 
 
 def _patch_permuted_weights() -> None:
