@@ -383,6 +383,29 @@ class RunLock:
             return previous
         return None
 
+    def owner_alive(self) -> bool | None:
+        """Whether some process holds this lock now, asked without taking it or writing
+        anything: ``False`` when no lock file is left or its ``flock`` is free (its writer
+        ended or was killed), ``True`` when it is held, ``None`` when this machine cannot
+        tell (the owner is recorded on another host, or the file system has no ``flock``
+        and the recorded pid is not this host's)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return None
+        try:
+            state = self._try_flock(fd)
+        finally:
+            os.close(fd)  # closing drops a flock taken here
+        owner = _read_owner(self.path)
+        if owner and owner.get("host") != socket.gethostname():
+            return True if state == "busy" else None
+        if state == "unsupported":
+            return _pid_alive(owner) if owner else None
+        return state == "busy"
+
     def release(self) -> None:
         """Drop the lock and remove the lock file (only if it is still ours)."""
         fd, self._fd = self._fd, None

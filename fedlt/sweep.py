@@ -41,7 +41,7 @@ from typing import Any
 from fedlt.config import ExperimentConfig, OverridePair, read_yaml, resolve
 from fedlt.configtools import from_dict, require, require_range
 from fedlt.errors import ConfigError, FedltError
-from fedlt.runs import RunDirectory
+from fedlt.runs import RunDirectory, RunLock
 
 Runner = Callable[..., Path]
 
@@ -814,8 +814,10 @@ def status_lines(plan: SweepPlan, now: float | None = None) -> list[str]:
     ``status.json`` (``done``, ``running``, ``failed``, ``interrupted``; else the sweep's
     ``sweep_status.json``: ``pending``, or ``not started``), its position read now from its
     ``metrics.jsonl`` and the time left the sweep last estimated — after a header saying how
-    long ago ``sweep_status.json`` was written (a driver killed without a chance to record
-    it leaves runs "running" and an old time). Starts nothing and writes nothing."""
+    long ago ``sweep_status.json`` was written. A run whose ``status.json`` still says
+    ``running`` while no process holds its lock (its driver was killed without a chance to
+    record it) shows as ``interrupted``; one owned by another host stays ``running``.
+    Starts nothing and writes nothing."""
     now = time.time() if now is None else now
     path = plan.output_dir / STATUS_FILE
     try:
@@ -836,13 +838,16 @@ def status_lines(plan: SweepPlan, now: float | None = None) -> list[str]:
         own = RunDirectory.at(run.run_dir).status.get("status") if run.run_dir.exists() else None
         own = {"complete": "done", "unknown": None}.get(own, own)
         state = own or entry.get("state") or "not started"
-        counts[state] = counts.get(state, 0) + 1
         position = run_position(run) if run.run_dir.exists() else None
         where = position.text() if position else ""
-        if state == "running" and "eta_s" in entry:
+        if own == "running" and RunLock(run.run_dir).owner_alive() is False:
+            state = "interrupted"  # its writer is gone without recording it (SIGKILL, power)
+            where += "; no process writes it: run the sweep again to resume"
+        elif state == "running" and "eta_s" in entry:
             where += f", ~{_duration_text(entry['eta_s'])} left (estimated then)"
         if state == "failed" and entry.get("error"):
             where = (where + "; " if where else "") + str(entry["error"])
+        counts[state] = counts.get(state, 0) + 1
         rows.append((run.key, state, where))
     if isinstance(recorded.get("time"), (int, float)):
         ago = f"{_duration_text(max(0.0, now - float(recorded['time'])))} ago"

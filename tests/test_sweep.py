@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ import yaml
 
 from fedlt.config import DEFAULT_CONFIG, resolve
 from fedlt.errors import ConfigError
-from fedlt.runs import RunDirectory
+from fedlt.runs import RunDirectory, RunLock
 from fedlt.sweep import (
     SweepOutcome,
     execute_run,
@@ -123,34 +125,62 @@ def test_running_runs_are_marked_with_their_progress(tmp_path: Path) -> None:
 
 
 def test_status_lines_say_where_each_run_is(tmp_path: Path) -> None:
-    sweep = _write_sweep(tmp_path, seeds=[0, 1, 2], set={**TINY, "federated.rounds": 10})
+    sweep = _write_sweep(tmp_path, seeds=[0, 1, 2, 3], set={**TINY, "federated.rounds": 10})
     plan = load_sweep(sweep, tmp_path / "out")
     lines = status_lines(plan)
-    assert "3 not started (of 3)" in lines[0] and "no sweep_status.json" in lines[0]
+    assert "4 not started (of 4)" in lines[0] and "no sweep_status.json" in lines[0]
 
-    done, running, failed = plan.runs
+    done, running, failed, killed = plan.runs
     for run in plan.runs:
         RunDirectory.create(run.config, run.run_dir, lock=False)
-    RunDirectory.at(running.run_dir).log_metrics({"round": 3})
+    for run in (running, killed):
+        RunDirectory.at(run.run_dir).log_metrics({"round": 3})
+        assert RunDirectory.at(run.run_dir).status.get("status") == "running"
     (done.run_dir / "status.json").write_text(json.dumps({"status": "complete"}))
     (failed.run_dir / "status.json").write_text(json.dumps({"status": "failed"}))
+    writer = RunLock(running.run_dir)  # a live writer holds its lock; the killed one's is free
+    writer.acquire()
+    stale = {"pid": os.getpid(), "host": socket.gethostname(), "since": 0}  # no flock on it
+    (killed.run_dir / "lock").write_text(json.dumps(stale))
     outcome = SweepOutcome(
         plan,
         {
             done.key: {"state": "done"},
             running.key: {"state": "running", "progress": "round 3/10", "eta_s": 420},
             failed.key: {"state": "failed", "error": "RuntimeError: boom"},
+            killed.key: {"state": "running", "progress": "round 3/10", "eta_s": 420},
         },
     )
     outcome.save()
     written = json.loads((plan.output_dir / "sweep_status.json").read_text())["time"]
-    lines = status_lines(plan, now=written + 600)
-    assert lines[0].startswith(f"sweep {plan.name}: 1 done, 1 running, 1 failed (of 3)")
+    try:
+        lines = status_lines(plan, now=written + 600)
+    finally:
+        writer.release()
+    assert lines[0].startswith(
+        f"sweep {plan.name}: 1 done, 1 running, 1 failed, 1 interrupted (of 4)"
+    )
     assert "written 10 min ago" in lines[0]
     by_run = {line.split()[0]: line for line in lines[1:]}
     assert by_run[done.key].split()[1] == "done"
     assert "round 3/10, ~7 min left" in by_run[running.key]
     assert "failed" in by_run[failed.key] and "RuntimeError: boom" in by_run[failed.key]
+    assert by_run[killed.key].split()[1] == "interrupted"
+    assert "run the sweep again to resume" in by_run[killed.key]
+    assert "left" not in by_run[killed.key]  # no estimate for a run nobody is writing
+
+
+def test_run_lock_owner_alive_asks_without_taking(tmp_path: Path) -> None:
+    assert RunLock(tmp_path).owner_alive() is False  # no lock file at all
+    writer = RunLock(tmp_path)
+    writer.acquire()
+    record = (tmp_path / "lock").read_text()
+    assert RunLock(tmp_path).owner_alive() is True
+    assert (tmp_path / "lock").read_text() == record  # asking wrote nothing
+    assert writer.held  # and did not take the lock away
+    writer.release()
+    (tmp_path / "lock").write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": 0}))
+    assert RunLock(tmp_path).owner_alive() is None  # another host's run: cannot tell here
 
 
 def test_cli_status_runs_nothing(tmp_path: Path, capsys) -> None:
