@@ -606,7 +606,8 @@ def note_running(
     """Mark the submitted runs whose run directory has appeared as "running" and, when
     ``look``, note where each is: ``progress`` (``round 25/100``), and once a run has moved
     on since this sweep first saw it, ``eta_s``, the seconds left at the pace seen so far
-    (rounds of a run take about the same time). ``now``: ``time.monotonic()`` by default.
+    (rounds of a run take about the same time; a resumed run that goes back to its
+    checkpoint's round is paced from there). ``now``: ``time.monotonic()`` by default.
     Rewrites ``sweep_status.json`` when anything changed; returns ``key progress`` per
     running run for the progress line."""
     now = time.monotonic() if now is None else now
@@ -620,6 +621,9 @@ def note_running(
         position = run_position(run) if state["state"] == "running" and look else None
         if position is not None:
             t0, done0 = outcome.first_seen.setdefault(run.key, (now, position.done))
+            if position.done < done0:  # a resumed run cut its metrics back to a checkpoint:
+                t0, done0 = outcome.first_seen[run.key] = (now, position.done)  # pace anew
+                changed |= state.pop("eta_s", None) is not None
             update: dict[str, Any] = {"progress": position.text()}
             if position.total and position.done > done0:
                 pace = (now - t0) / (position.done - done0)

@@ -124,6 +124,38 @@ def test_running_runs_are_marked_with_their_progress(tmp_path: Path) -> None:
     assert status["runs"][0]["eta_s"] == 420
 
 
+def test_a_resumed_run_is_paced_from_its_checkpoint(tmp_path: Path) -> None:
+    """The first look may still see the killed driver's last round (7); the resumed run then
+    cuts metrics.jsonl back to its checkpoint (3) and redoes rounds: the pace counts from
+    there, not from round 7 (which gave a resumed Ditto run ~5.7 h left instead of ~45 min)."""
+    plan = load_sweep(
+        _write_sweep(tmp_path, seeds=[0], set={**TINY, "federated.rounds": 10}), tmp_path / "out"
+    )
+    (run,) = plan.runs
+    outcome = SweepOutcome(plan, {run.key: {"state": "pending"}})
+    directory = RunDirectory.create(run.config, run.run_dir, lock=False)
+    for r in range(1, 8):
+        directory.log_metrics({"round": r})
+    assert note_running(outcome, [run], look=True, now=0.0) == [f"{run.key} round 7/10"]
+    directory.log_metrics({"round": 8})  # the killed driver's last round, 60 s later
+    assert note_running(outcome, [run], look=True, now=60.0) == [
+        f"{run.key} round 8/10, ~2 min left"
+    ]
+    lines = directory.metrics_path.read_text().splitlines(keepends=True)
+    directory.metrics_path.write_text("".join(lines[:3]))  # back to the round-3 checkpoint
+    assert note_running(outcome, [run], look=True, now=70.0) == [f"{run.key} round 3/10"]
+    assert (
+        "eta_s" not in json.loads((plan.output_dir / "sweep_status.json").read_text())["runs"][0]
+    )  # the estimate made before the cut is dropped, not shown as current
+    for r in (4, 5):
+        directory.log_metrics({"round": r})
+    # 2 rounds in 100 s since the cut: 5 left at 50 s each
+    assert note_running(outcome, [run], look=True, now=170.0) == [
+        f"{run.key} round 5/10, ~4 min left"
+    ]
+    assert outcome.states[run.key]["eta_s"] == 250
+
+
 def test_status_lines_say_where_each_run_is(tmp_path: Path) -> None:
     sweep = _write_sweep(tmp_path, seeds=[0, 1, 2, 3], set={**TINY, "federated.rounds": 10})
     plan = load_sweep(sweep, tmp_path / "out")
