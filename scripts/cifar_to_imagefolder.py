@@ -4,7 +4,8 @@ Input: the CIFAR "python version" from https://www.cs.toronto.edu/~kriz/cifar.ht
 extracted so that ``<cifar root>/cifar-10-batches-py/`` (or ``cifar-100-python/``) exists.
 Output: ``<out>/train/<class>/<index>.jpg`` and ``<out>/test/<class>/<index>.jpg``, the
 layout the continual CIFAR-10 configs (``simulations/continual/*_cifar10.yaml``, root
-``data/cifar10``) and ``scripts/cifar10lt_table.py`` read (docs/partition.md, "Sources")::
+``data/cifar10``) and the CIFAR-10-LT CPU sweeps (``simulations/sweeps/cifar10-lt-cpu*.yaml``)
+read (docs/partition.md, "Sources")::
 
     python scripts/cifar_to_imagefolder.py data/cifar data/cifar10
     python scripts/cifar_to_imagefolder.py data/cifar data/cifar100 --dataset cifar100

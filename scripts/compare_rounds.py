@@ -5,7 +5,8 @@ per (run, evaluated round) with every generic and personal mode's top-1, optiona
 figure of the chosen keys against the round. Used for the FedLoGe SSE-C ablations of
 docs/results/cifar10lt.md::
 
-    python scripts/compare_rounds.py runs/cifar10lt/fedloge runs/ablation/bias_none/fedloge \
+    python scripts/compare_rounds.py runs/sweeps/cifar10-lt-cpu/fedloge/seed-3407 \
+        runs/sweeps/cifar10-lt-cpu-fedloge-ablation/fedloge-bias-none/seed-3407 \
         --labels default bias=none --max-round 30 --plot ablation.png
 """
 

@@ -14,8 +14,8 @@ The head is FedLoGe's frozen SSE-C (``universal``) for FedLoGe runs and the mode
 linear head for the others. Written for issue 4's question of why SSE-C's generic accuracy
 trails FedAvg's early in training (docs/results/cifar10lt.md)::
 
-    python scripts/diagnose_classifier_scale.py runs/cifar10lt/fedavg runs/cifar10lt/fedloge \
-        --rounds 10 30 60
+    python scripts/diagnose_classifier_scale.py runs/sweeps/cifar10-lt-cpu/fedavg/seed-3407 \
+        runs/sweeps/cifar10-lt-cpu/fedloge/seed-3407 --rounds 10 30 60
 """
 
 from __future__ import annotations
