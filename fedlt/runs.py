@@ -75,6 +75,8 @@ except ImportError:  # pragma: no cover - not POSIX
 CHECKPOINTS_KEPT = 2
 CHECKPOINT_FORMAT = "fedlt-checkpoint/2"
 LOCK_NAME = "lock"
+BUSY_RETRIES = 5  # a busy lock is asked again this often before a writer is refused
+BUSY_RETRY_S = 0.02
 STATUS_NAME = "status.json"
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.jsonl"
@@ -365,6 +367,11 @@ class RunLock:
             except OSError as exc:
                 raise RunError(f"cannot create lock {self.path}: {exc.strerror}") from exc
             state = self._try_flock(fd)
+            for _ in range(BUSY_RETRIES):  # owner_alive() elsewhere holds it for microseconds
+                if state != "busy":
+                    break
+                time.sleep(BUSY_RETRY_S)
+                state = self._try_flock(fd)
             if state == "busy":
                 owner = _read_owner(self.path)
                 os.close(fd)
@@ -395,7 +402,7 @@ class RunLock:
             return False
         except OSError:
             return None
-        try:
+        try:  # held here for microseconds; a writer starting meanwhile asks again (acquire)
             state = self._try_flock(fd)
         finally:
             os.close(fd)  # closing drops a flock taken here

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import torch
 
 from fedlt.config import load_config
 from fedlt.errors import RunError
-from fedlt.runs import RunDirectory
+from fedlt.runs import BUSY_RETRY_S, RunDirectory, RunLock
 
 
 @pytest.fixture
@@ -66,3 +67,25 @@ def test_tensorboard_mirrors_metrics_when_enabled(tmp_path):
     events.Reload()
     scalars = events.Scalars("generic/global/top1")
     assert [(e.step, round(e.value, 3)) for e in scalars] == [(1, 0.25), (2, 0.5)]
+
+
+def test_a_writer_waits_out_a_brief_look_at_its_lock(tmp_path) -> None:
+    """``fedlt sweep --status`` (RunLock.owner_alive) holds a run's flock for an instant; a
+    writer that starts in that instant asks again instead of refusing the run; a lock held
+    longer than the retries is still refused."""
+    fcntl = pytest.importorskip("fcntl")
+    looker = open(tmp_path / "lock", "a+b")  # noqa: SIM115 - closed by the timer below
+    fcntl.flock(looker.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    timer = threading.Timer(BUSY_RETRY_S, looker.close)  # let go after one retry interval
+    timer.start()
+    writer = RunLock(tmp_path)
+    writer.acquire()
+    timer.join()
+    assert writer.held
+    writer.release()
+
+    holder = RunLock(tmp_path)
+    holder.acquire()
+    with pytest.raises(RunError, match="in use by process"):
+        RunLock(tmp_path).acquire()  # held past every retry: refused
+    holder.release()
