@@ -350,11 +350,39 @@ def _layout_hint(layout: CifarLayout) -> str:
     )
 
 
+# What a CIFAR batch or meta pickle may name: numpy arrays and their dtypes (numpy 1 and 2
+# module paths) and the codec protocol 2 uses for byte strings. Anything else is refused
+# before it is called, so a data file cannot run code.
+CIFAR_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """The CIFAR "python version" is pickle by definition; this unpickler resolves only the
+    globals of :data:`CIFAR_PICKLE_GLOBALS` (arrays, lists, dicts, bytes and numbers)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refused global {module}.{name}: a CIFAR pickle holds only arrays, lists "
+                "and byte strings"
+            )
+        return super().find_class(module, name)
+
+
 def _read_pickle(path: Path) -> dict[str, Any]:
-    """A CIFAR pickle as a dict with str keys (files hold bytes keys)."""
+    """A CIFAR pickle as a dict with str keys (files hold bytes keys), read with
+    :class:`_CifarUnpickler` so that nothing in the file is executed."""
     try:
         with open(path, "rb") as handle:
-            raw = pickle.load(handle, encoding="bytes")
+            raw = _CifarUnpickler(handle, encoding="bytes").load()
     except Exception as exc:
         raise DataError(f"{path}: cannot read CIFAR pickle ({type(exc).__name__}: {exc})") from exc
     if not isinstance(raw, dict):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from PIL import Image
 
 import fedlt.data.sources as sources
 from fedlt.config import DataConfig
-from fedlt.data.sources import SOURCES, channel_stats, load_source
+from fedlt.data.sources import SOURCES, channel_stats, load_source, read_cifar_batch
 from fedlt.errors import ConfigError, DataError
 
 
@@ -112,6 +114,39 @@ def test_cifar_corrupt_pickle_names_file(tmp_path, cifar_writer):
     (root / "cifar-10-batches-py" / "data_batch_2").write_bytes(b"\x80\x04garbage")
     with pytest.raises(DataError, match=r"data_batch_2: cannot read CIFAR pickle"):
         load(tmp_path, "cifar10", root)
+
+
+class _RunsCode:
+    """A pickle that would create a folder when loaded with plain ``pickle.load``."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.target),))
+
+
+def test_cifar_pickle_runs_no_code(tmp_path, cifar_writer):
+    root = cifar_writer(tmp_path / "data")
+    marker = tmp_path / "ran"
+    with open(root / "cifar-10-batches-py" / "test_batch", "wb") as handle:
+        pickle.dump({b"data": _RunsCode(marker), b"labels": [0, 1]}, handle)
+    with pytest.raises(DataError, match=r"test_batch: cannot read CIFAR pickle.*refused global"):
+        load(tmp_path, "cifar10", root)
+    assert not marker.exists()
+
+
+def test_cifar_pickle_of_numpy_1_loads(tmp_path):
+    """The published CIFAR files name numpy 1's module path (numpy.core.multiarray)."""
+    data = np.arange(2 * 3072, dtype=np.int64).astype(np.uint8).reshape(2, 3072)
+    raw = pickle.dumps({b"data": data, b"labels": [3, 4]}, protocol=2)
+    old = raw.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    assert old != raw
+    path = tmp_path / "batch"
+    path.write_bytes(old)
+    images, labels = read_cifar_batch(path, "labels")
+    assert labels.tolist() == [3, 4]
+    assert np.array_equal(images.transpose(0, 3, 1, 2).reshape(2, 3072), data)
 
 
 def test_cifar_wrong_shape_names_file(tmp_path, cifar_writer):
